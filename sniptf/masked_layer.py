@@ -1,0 +1,167 @@
+"""`MaskedLayer`: a Keras 3 wrapper whose inner layer computes with W ⊙ C."""
+
+import inspect
+
+import keras
+from keras import ops
+from keras.src import backend as _backend  # get_stateless_scope has no public alias
+
+from sniptf import registry
+
+
+def _mask_name(path):
+    return path.replace(".", "_") + "_mask"
+
+
+@keras.saving.register_keras_serializable(package="sniptf")
+class MaskedLayer(keras.layers.Wrapper):
+    """Wraps a layer so that its prunable weights are multiplied by fixed masks.
+
+    Each prunable weight `W` of the inner layer (found through
+    `sniptf.register_prunable`; RNNs through their cell: `kernel` and
+    `recurrent_kernel`) gets a non-trainable mask variable `C` of the same
+    shape, created in `build` and initialized to ones. The inner layer is
+    called with every such `W` read as `W ⊙ C` (a `keras.StatelessScope`
+    substitutes the product), so a pruned entry contributes nothing to the
+    output and receives a zero gradient.
+
+    Args:
+        layer: the layer to wrap: `Dense`, `Conv1D/2D/3D`, `DepthwiseConv*`,
+            `SeparableConv*`, `Conv*Transpose`, `EinsumDense`, `Embedding`,
+            `SimpleRNN`, `LSTM`, `GRU`, `Bidirectional` or `TimeDistributed`
+            of those, or any class added with `sniptf.register_prunable`.
+        mask_biases: also mask the layer's biases (the authors' code scores
+            biases together with the weights).
+        **kwargs: passed to `keras.layers.Layer`; the name defaults to the
+            inner layer's, so `model.get_layer(name)` keeps working.
+
+    Example:
+
+    ```python
+    layer = sniptf.MaskedLayer(keras.layers.Dense(10))
+    y = layer(x)
+    layer.masks["kernel"].assign(new_mask)
+    ```
+    """
+
+    def __init__(self, layer, mask_biases=False, **kwargs):
+        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+            raise TypeError(
+                "MaskedLayer wraps a single Keras layer (not a model). "
+                f"Received: layer={layer!r}"
+            )
+        if isinstance(layer, MaskedLayer):
+            raise ValueError(
+                f"Layer '{layer.name}' is already a MaskedLayer; wrap the inner "
+                f"layer only once. Received: layer={layer!r}"
+            )
+        if not registry.is_prunable(layer):
+            raise ValueError(
+                f"MaskedLayer cannot wrap a {type(layer).__name__}: it has no "
+                "registered prunable weights. Supported layer types: "
+                f"{', '.join(registry.supported_layers())}; add others with "
+                f"sniptf.register_prunable. Received: layer={layer.name!r}"
+            )
+        kwargs.setdefault("name", layer.name)
+        super().__init__(layer, **kwargs)
+        self.mask_biases = bool(mask_biases)
+        params = inspect.signature(layer.call).parameters
+        self._inner_takes_training = "training" in params
+        self._inner_takes_mask = "mask" in params
+        self.supports_masking = layer.supports_masking
+        self._mask_paths = []
+        self._pairs = []
+
+    def build(self, input_shape=None, **shapes):
+        if not self.layer.built:
+            self.layer.build(input_shape, **shapes)
+            self.layer.built = True
+        pairs = registry.prunable_weights(self.layer, self.mask_biases)
+        if not pairs:
+            raise ValueError(
+                f"Layer '{self.layer.name}' has no prunable weights once built "
+                "(for example an RNN whose cell type is not registered)."
+            )
+        for path, weight in pairs:
+            mask = self.add_weight(
+                name=_mask_name(path),
+                shape=weight.shape,
+                initializer="ones",
+                dtype=weight.dtype,
+                trainable=False,
+                autocast=False,
+            )
+            self._mask_paths.append(path)
+            self._pairs.append((weight, mask))
+        self.built = True
+
+    @property
+    def masks(self):
+        """Dict: weight path (e.g. `"cell.kernel"`) -> its mask variable."""
+        return {p: m for p, (_, m) in zip(self._mask_paths, self._pairs)}
+
+    def masked_weights(self):
+        """List of `(path, weight, mask)` triples in a fixed order."""
+        return [(p, w, m) for p, (w, m) in zip(self._mask_paths, self._pairs)]
+
+    def call(self, inputs, *args, training=None, mask=None, **kwargs):
+        if self._inner_takes_training:
+            kwargs["training"] = training
+        if self._inner_takes_mask and mask is not None:
+            kwargs["mask"] = mask
+        outer = _backend.get_stateless_scope()
+        mapping = []
+        for weight, m in self._pairs:
+            value = weight.value
+            mapping.append((weight, value * ops.cast(m.value, value.dtype)))
+        scope = keras.StatelessScope(
+            state_mapping=mapping,
+            collect_losses=bool(outer and outer.collect_losses),
+            initialize_variables=False,
+        )
+        if outer is not None:
+            # Nested stateless calls (e.g. model.stateless_call) keep the
+            # outer mapping for every variable we do not substitute.
+            scope.state_mapping = {**outer.state_mapping, **scope.state_mapping}
+        with scope:
+            outputs = self.layer(inputs, *args, **kwargs)
+        self._carry_updates(scope, outer)
+        return outputs
+
+    def _carry_updates(self, scope, outer):
+        # The scope swallows assignments the inner layer makes (RNG seed
+        # state for dropout, running statistics); apply them as Keras would.
+        substituted = {id(w) for w, _ in self._pairs}
+        for var in self.layer.variables:
+            if id(var) in substituted:
+                continue
+            new = scope.state_mapping.get(id(var))
+            if new is None:
+                continue
+            if outer is not None:
+                if outer.state_mapping.get(id(var)) is not new:
+                    outer.add_update((var, new))
+            elif not isinstance(new, keras.KerasTensor):
+                var.assign(new)
+        if outer is not None and outer.collect_losses:
+            for loss in scope.losses:
+                outer.add_loss(loss)
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return self.layer.compute_output_shape(input_shape, *args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    def get_config(self):
+        config = super().get_config()
+        config["mask_biases"] = self.mask_biases
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(
+            config.pop("layer"), custom_objects=custom_objects
+        )
+        return cls(layer, **config)

@@ -1,0 +1,102 @@
+"""`prune`: wrap, score, select and fix the masks in one call (SNIP)."""
+
+import warnings
+
+import numpy as np
+
+from sniptf import data_utils
+from sniptf import registry
+from sniptf import scoring as saliency_lib
+from sniptf import selection
+from sniptf import transform
+
+
+def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
+          num_batches=1, loss=None, batch_size=None, seed=0,
+          include_biases=False, reinitialize=False, bn_training=False):
+    """Prunes `model` at initialization, keeping the top-κ connections.
+
+    SNIP (Lee et al., ICLR 2019): wrap every prunable layer in a
+    `MaskedLayer`, compute the connection sensitivity |∂L/∂c| at c = 1 in one
+    forward-backward pass, keep the κ most sensitive connections over all
+    layers and set the masks. Pruned weights are set to exactly zero; the
+    returned model then trains normally with the masks fixed.
+
+    Args:
+        model: a Sequential or Functional Keras model; it is not modified.
+        dataset: a `tf.data.Dataset` of `(x, y)` batches, or an `(x, y)` pair.
+        kappa: a float in (0, 1], the fraction of prunable weights kept
+            (0.05 = 95% sparse), or an int >= 1, the exact number kept.
+        criterion: `"snip"` (default), `"magnitude"`, `"random"`, or a name
+            added with `sniptf.register_criterion`.
+        scope: `"global"` (the paper) or `"layerwise"` (same fraction per
+            weight tensor).
+        num_batches: batches to score on; gradients are summed before |·|.
+        loss: the loss to score with (default: the compiled loss, else sparse
+            categorical cross-entropy, from logits unless the output is a softmax).
+        batch_size: splits an `(x, y)` pair into batches.
+        seed: fixes tie-breaking, the random criterion and re-drawn weights.
+        include_biases: parity switch: biases are masked and scored too (at
+            zero init they score 0 and are pruned first).
+        reinitialize: parity switch: re-draw the masked weights after scoring.
+        bn_training: parity switch: batch-norm in training mode while scoring.
+
+    Returns:
+        A new model whose prunable layers are `MaskedLayer`s with fixed masks.
+
+    Raises:
+        TypeError / ValueError: bad `kappa`, `criterion` or `scope`, a model
+            with no prunable layer, a subclassed model, data that is empty or
+            does not fit the model, or a non-finite loss.
+
+    Example:
+
+    ```python
+    pruned = sniptf.prune(model, train_ds, kappa=0.05)
+    pruned.compile("sgd", "sparse_categorical_crossentropy")
+    pruned.fit(train_ds, epochs=10)
+    ```
+    """
+    if criterion not in saliency_lib.CRITERIA:
+        raise ValueError(
+            f"Unknown criterion. Expected one of {sorted(saliency_lib.CRITERIA)}. "
+            f"Received: criterion={criterion!r}")
+    if scope not in selection.SCOPES:
+        raise ValueError(
+            f"Expected `scope` to be one of {selection.SCOPES}. Received: scope={scope!r}")
+    selection.check_kappa(kappa)
+    pruned = transform.wrap(model, include_biases=include_biases)
+    if not pruned.built:
+        x, _ = next(iter(data_utils.batches(dataset, 1, batch_size)), (None, None))
+        if x is None:
+            raise ValueError("The dataset yielded no batches; it is empty.")
+        pruned(x)
+    entries = transform.masked_entries(pruned)
+    if not entries:
+        raise ValueError(
+            f"Model '{model.name}' has no prunable layer. Supported layer types: "
+            f"{', '.join(registry.supported_layers())}; register others with "
+            "sniptf.register_prunable.")
+    transform.apply_masks(entries, [np.ones(e.mask.shape, bool) for e in entries])
+    scores = saliency_lib.saliency(
+        pruned, dataset, criterion=criterion, num_batches=num_batches, loss=loss,
+        batch_size=batch_size, seed=seed, bn_training=bn_training)
+    masks = selection.select(list(scores.values()), kappa, scope=scope, seed=seed)
+    if reinitialize:
+        transform.redraw(entries, seed)
+    transform.apply_masks(entries, masks)
+    _warn_empty_layers(entries, masks)
+    return pruned
+
+
+def _warn_empty_layers(entries, masks):
+    kept = {}
+    for e, m in zip(entries, masks):
+        key = e.key[: -len(e.path) - 1]
+        kept[key] = kept.get(key, 0) + int(m.sum())
+    for key, count in kept.items():
+        if count == 0:
+            warnings.warn(
+                f"sniptf: layer '{key}' keeps none of its weights; its output "
+                "no longer depends on its input. Use a larger kappa or "
+                "scope='layerwise'.", stacklevel=3)

@@ -1,0 +1,94 @@
+"""`sparsity`: how many weights each layer keeps."""
+
+import dataclasses
+
+import numpy as np
+
+from sniptf import transform
+
+
+@dataclasses.dataclass(frozen=True)
+class Count:
+    """Kept and total prunable weights of one weight tensor, layer or model."""
+
+    name: str
+    kept: int
+    total: int
+
+    @property
+    def kept_fraction(self):
+        return self.kept / self.total if self.total else 0.0
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.kept_fraction
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityReport:
+    """Per weight tensor, per layer and total counts of kept weights."""
+
+    weights: tuple
+    layers: tuple
+    total: Count
+
+    @property
+    def kept(self):
+        return self.total.kept
+
+    @property
+    def sparsity(self):
+        return self.total.sparsity
+
+    def to_dict(self):
+        row = lambda c: {"name": c.name, "kept": c.kept, "total": c.total,
+                         "kept_fraction": c.kept_fraction, "sparsity": c.sparsity}
+        return {"weights": [row(c) for c in self.weights],
+                "layers": [row(c) for c in self.layers], "total": row(self.total)}
+
+    def __str__(self):
+        width = max(len(c.name) for c in self.layers + (self.total,))
+        lines = [f"{'layer':<{width}}  {'kept':>10}  {'total':>10}  {'sparsity':>8}"]
+        for c in self.layers + (self.total,):
+            lines.append(f"{c.name:<{width}}  {c.kept:>10}  {c.total:>10}  {c.sparsity:>8.2%}")
+        return "\n".join(lines)
+
+
+def sparsity(model):
+    """Counts the kept prunable weights of a model, wrapped or plain.
+
+    A `MaskedLayer` counts its mask's ones; a plain prunable layer (e.g. after
+    `strip`) counts its non-zero prunable weights. Biases count only where
+    they are masked.
+
+    Returns:
+        A `SparsityReport` with `.weights`, `.layers` (each a `Count` with
+        `kept`, `total`, `kept_fraction`, `sparsity`) and `.total`.
+
+    Raises:
+        ValueError: the model has no prunable layer.
+
+    Example:
+
+    ```python
+    report = sniptf.sparsity(pruned)
+    print(report)            # a table
+    report.total.sparsity    # e.g. 0.95
+    ```
+    """
+    rows = [(e.key, e.key[: -len(e.path) - 1], int(np.count_nonzero(e.mask.numpy())),
+             int(np.prod(e.mask.shape))) for e in transform.masked_entries(model)]
+    for key, var in transform.plain_prunable_weights(model):
+        layer = key.rsplit("/", 1)[0]
+        rows.append((key, layer, int(np.count_nonzero(var.numpy())), int(np.prod(var.shape))))
+    if not rows:
+        raise ValueError(
+            f"Model '{model.name}' has no prunable layer to report on.")
+    weights = tuple(Count(k, kept, total) for k, _, kept, total in rows)
+    per_layer = {}
+    for _, layer, kept, total in rows:
+        a, b = per_layer.get(layer, (0, 0))
+        per_layer[layer] = (a + kept, b + total)
+    layers = tuple(Count(n, a, b) for n, (a, b) in per_layer.items())
+    total = Count("total", sum(c.kept for c in weights), sum(c.total for c in weights))
+    return SparsityReport(weights, layers, total)

@@ -1,0 +1,53 @@
+"""`export`: a SavedModel of the stripped model, written atomically."""
+
+import os
+import shutil
+import tempfile
+
+from sniptf import transform
+
+
+def export(model, path, *, overwrite=False):
+    """Writes a SavedModel of `strip(model)` to `path`.
+
+    The SavedModel has a `serve` endpoint (and `serving_default`), loads with
+    `tf.saved_model.load` and `keras.layers.TFSMLayer`, and needs no sniptf.
+    It is written to a temporary directory beside `path` and moved into
+    place, so a failure never leaves a half-written export.
+
+    Args:
+        model: a model, wrapped or plain, whose inputs have known shapes.
+        path: the output directory.
+        overwrite: replace an existing `path`.
+
+    Returns:
+        The stripped model that was exported.
+
+    Raises:
+        FileExistsError: `path` exists and `overwrite` is False.
+
+    Example:
+
+    ```python
+    sniptf.export(pruned, "out/saved_model")
+    reloaded = tf.saved_model.load("out/saved_model")
+    ```
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"Export path exists: {path!r}. Pass overwrite=True or choose "
+            "another path.")
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    plain = transform.strip(model)
+    tmp = tempfile.mkdtemp(prefix=".sniptf-export-", dir=parent)
+    try:
+        plain.export(tmp, format="tf_saved_model", verbose=False)
+        if os.path.exists(path):
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return plain

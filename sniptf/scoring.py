@@ -1,0 +1,231 @@
+"""Connection sensitivity and the other scoring criteria.
+
+A criterion is a small pure function `fn(weight, gradient, rng) -> scores`
+on numpy arrays, where `gradient` is ∂L/∂c for the weight's mask (at the
+current mask, c = 1 after `wrap`), summed over the scored batches, or None
+for criteria registered with `needs_gradient=False`.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sniptf import data_utils
+from sniptf import transform
+
+CRITERIA = {}
+_NEEDS_GRADIENT = {}
+
+
+def register_criterion(name, fn, *, needs_gradient):
+    """Adds a scoring criterion `fn(weight, gradient, rng) -> scores`."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"Expected a non-empty string name. Received: name={name!r}")
+    if not callable(fn):
+        raise TypeError(f"Expected a callable criterion. Received: fn={fn!r}")
+    CRITERIA[name] = fn
+    _NEEDS_GRADIENT[name] = bool(needs_gradient)
+
+
+def snip(weight, gradient, rng):
+    """|∂L/∂c| at the current mask: SNIP's connection sensitivity."""
+    del weight, rng
+    return np.abs(gradient)
+
+
+def magnitude(weight, gradient, rng):
+    """|w|: magnitude pruning at initialization."""
+    del gradient, rng
+    return np.abs(weight)
+
+
+def random(weight, gradient, rng):
+    """Uniform random scores: random pruning."""
+    del gradient
+    return rng.random(weight.shape, dtype=np.float32)
+
+
+register_criterion("snip", snip, needs_gradient=True)
+register_criterion("magnitude", magnitude, needs_gradient=False)
+register_criterion("random", random, needs_gradient=False)
+
+
+def _softmax_output(model):
+    layer = model.layers[-1] if model.layers else None
+    while isinstance(layer, keras.Model) and layer.layers:
+        layer = layer.layers[-1]
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    activation = getattr(layer, "activation", None)
+    if activation is None and hasattr(layer, "layer"):
+        activation = getattr(layer.layer, "activation", None)
+    name = getattr(activation, "__name__", None) or (
+        activation if isinstance(activation, str) else None)
+    return name == "softmax"
+
+
+def resolve_loss(model, loss=None):
+    """The per-example loss function used for scoring.
+
+    `loss` (a Keras loss name, object or `fn(y_true, y_pred)`) wins; else the
+    model's compiled loss if it is a single loss; else sparse categorical
+    cross-entropy, from logits unless the model ends in a softmax.
+    """
+    if loss is None and getattr(model, "compiled", False):
+        loss = getattr(model, "loss", None)
+        if isinstance(loss, (list, dict, tuple)):
+            raise ValueError(
+                "The model is compiled with several losses; pass the one to "
+                f"score with as `loss=`. Received: model.loss={loss!r}"
+            )
+    if loss is None:
+        return keras.losses.SparseCategoricalCrossentropy(
+            from_logits=not _softmax_output(model))
+    try:
+        fn = keras.losses.get(loss)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"Cannot use `loss` for scoring: {e}. Received: loss={loss!r}") from e
+    if fn is None or not callable(fn):
+        raise ValueError(f"Cannot use `loss` for scoring. Received: loss={loss!r}")
+    return fn
+
+
+def _per_example(loss_fn, y, pred):
+    if isinstance(loss_fn, keras.losses.Loss):
+        values = loss_fn.call(y, pred)
+    else:
+        values = loss_fn(y, pred)
+    values = tf.cast(values, tf.float32)
+    n = tf.cast(tf.shape(tf.nest.flatten(pred)[0])[0], tf.float32)
+    if values.shape.rank == 0:
+        return values * n, n
+    return tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32)
+
+
+def _gradient_pass(model, masks, loss_fn, training):
+    """A compiled step: per-replica ∂(Σ loss)/∂c, reduced over replicas."""
+    strategy = tf.distribute.get_strategy()
+
+    def replica_step(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch(masks)
+            pred = model(x, training=training)
+            total, count = _per_example(loss_fn, y, pred)
+        grads = tape.gradient(total, masks, unconnected_gradients="zero")
+        return grads, total, count
+
+    @tf.function(reduce_retracing=True)
+    def step(x, y):
+        return strategy.run(replica_step, args=(x, y))
+
+    def run(batch):
+        def split(ctx):
+            n, i = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
+            def part(t):
+                size = tf.shape(t)[0]
+                return t[(size * i) // n:(size * (i + 1)) // n]
+            return tf.nest.map_structure(part, batch)
+        x, y = strategy.experimental_distribute_values_from_function(split)
+        grads, total, count = step(x, y)
+        reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+        return [reduce(g) for g in grads], reduce(total), reduce(count)
+
+    return run
+
+
+def saliency(model, dataset, *, criterion="snip", num_batches=1, loss=None,
+             batch_size=None, seed=0, bn_training=False):
+    """Scores every masked weight of a wrapped model.
+
+    For `snip`, one `tf.GradientTape` pass per batch gives ∂L/∂c for every
+    mask at once; with `num_batches > 1` the signed gradients of the batch
+    means are summed over batches before taking |·|. Inside a
+    `tf.distribute` strategy scope the batch is split over replicas and the
+    gradients are summed across them, so every replica and worker gets the
+    same scores.
+
+    Args:
+        model: a model with `MaskedLayer`s (see `sniptf.wrap`).
+        dataset: a `tf.data.Dataset` of `(x, y)` batches, or an `(x, y)` pair
+            of arrays (one batch, or batches of `batch_size`).
+        criterion: a name in `sniptf.scoring.CRITERIA`.
+        num_batches: how many batches to score on.
+        loss: overrides the loss (see `resolve_loss`).
+        batch_size: splits an `(x, y)` pair into batches of this size.
+        seed: seeds the `random` criterion.
+        bn_training: run the model in training mode (batch-norm uses batch
+            statistics); its non-trainable state is restored afterwards.
+
+    Returns:
+        A dict `key -> np.ndarray` of scores, one per mask, in model order;
+        the key is `"<layer path>/<weight path>"` as in `sniptf.sparsity`.
+
+    Raises:
+        ValueError: no `MaskedLayer`, an unknown criterion, bad data, or a
+            non-finite loss (the message names the batch).
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(
+            f"Unknown criterion. Expected one of {sorted(CRITERIA)}. "
+            f"Received: criterion={criterion!r}"
+        )
+    entries = transform.masked_entries(model)
+    if not entries:
+        raise ValueError(
+            f"Model '{model.name}' has no MaskedLayer; call sniptf.wrap(model) "
+            "first, or sniptf.prune(model, ...) to wrap and prune in one call."
+        )
+    rng = np.random.default_rng(seed)
+    grads = None
+    if _NEEDS_GRADIENT[criterion]:
+        grads = _accumulated_gradients(model, entries, dataset, num_batches,
+                                       loss, batch_size, bn_training)
+    scores = {}
+    for i, e in enumerate(entries):
+        g = None if grads is None else grads[i]
+        s = CRITERIA[criterion](e.weight.numpy(), g, rng)
+        scores[e.key] = np.asarray(s, dtype=np.float32).reshape(e.weight.shape)
+    return scores
+
+
+def _accumulated_gradients(model, entries, dataset, num_batches, loss,
+                           batch_size, bn_training):
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(
+            f"Expected `num_batches` to be an int >= 1. Received: num_batches={num_batches!r}")
+    loss_fn = resolve_loss(model, loss)
+    masks = [e.mask.value for e in entries]
+    state = [(v, v.numpy()) for v in model.non_trainable_variables] if bn_training else []
+    run = _gradient_pass(model, masks, loss_fn, bn_training)
+    total = None
+    seen = 0
+    try:
+        for index, (x, y) in enumerate(data_utils.batches(dataset, num_batches, batch_size)):
+            data_utils.check_fits(model, x, y, index)
+            try:
+                grads, loss_sum, count = run((x, y))
+            except (tf.errors.InvalidArgumentError, ValueError) as e:
+                raise ValueError(
+                    f"Scoring failed on batch {index} (x shape {data_utils.shape_of(x)}, "
+                    f"y shape {data_utils.shape_of(y)}): {str(e).splitlines()[0]}"
+                ) from e
+            mean = float(loss_sum) / max(float(count), 1.0)
+            if not np.isfinite(mean):
+                raise ValueError(
+                    f"The loss is not finite on batch {index} (loss={mean}); check the "
+                    "inputs for NaN/inf and the model's initialization.")
+            grads = [g / count for g in grads]
+            total = grads if total is None else [a + b for a, b in zip(total, grads)]
+            seen += 1
+    finally:
+        for v, value in state:
+            v.assign(value)
+    if seen == 0:
+        raise ValueError("The dataset yielded no batches; it is empty.")
+    if seen < num_batches:
+        warnings.warn(f"sniptf: asked for num_batches={num_batches} but the dataset "
+                      f"had only {seen}; scored on {seen}.", stacklevel=3)
+    return [g.numpy() for g in total]
