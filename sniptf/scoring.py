@@ -7,6 +7,7 @@ for criteria registered with `needs_gradient=False`.
 """
 
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -17,6 +18,8 @@ from sniptf import transform
 
 CRITERIA = {}
 _NEEDS_GRADIENT = {}
+# model -> {(strategy, loss, training): compiled pass}; saves a retrace per call
+_PASSES = weakref.WeakKeyDictionary()
 
 
 def register_criterion(name, fn, *, needs_gradient):
@@ -196,10 +199,22 @@ def _accumulated_gradients(model, entries, dataset, num_batches, loss,
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(
             f"Expected `num_batches` to be an int >= 1. Received: num_batches={num_batches!r}")
-    loss_fn = resolve_loss(model, loss)
     masks = [e.mask.value for e in entries]
     state = [(v, v.numpy()) for v in model.non_trainable_variables] if bn_training else []
-    run = _gradient_pass(model, masks, loss_fn, bn_training)
+    try:
+        compiled = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+        key = (id(tf.distribute.get_strategy()), loss, compiled, bool(bn_training),
+               tuple(id(m) for m in masks))
+        hash(key)
+    except TypeError:
+        key = None
+    cached = _PASSES.setdefault(model, {})
+    if key is None or key not in cached:
+        run = _gradient_pass(model, masks, resolve_loss(model, loss), bn_training)
+        if key is not None:
+            cached[key] = run
+    else:
+        run = cached[key]
     total = None
     seen = 0
     try:
