@@ -3,7 +3,7 @@
 The kept count is exactly what κ says. Scores above the threshold are kept;
 among scores equal to it, the ones kept are drawn uniformly with `seed`, so
 the same seed gives the same mask and no layer is favoured by its position.
-Memory: one flat float32 copy of the scores (partitioned in place) plus one
+Memory: one flat copy of the scores (partitioned in place) plus one
 boolean per score.
 """
 
@@ -97,7 +97,7 @@ def _top_k(scores, k, rng):
     n = sum(s.size for s in scores)
     if k >= n:
         return [np.ones(s.shape, bool) for s in scores]
-    flat = np.concatenate([np.ravel(s) for s in scores]).astype(np.float32, copy=False)
+    flat = np.concatenate([np.ravel(s) for s in scores])
     flat.partition(n - k)
     threshold = flat[n - k]
     above = int(np.count_nonzero(flat[n - k + 1:] > threshold))

@@ -1,7 +1,7 @@
 """Model transforms: wrap, strip and the walk over masked weights.
 
 Every transform returns a new model built by `keras.models.clone_model`
-(recursively, so models nested in models are transformed too) and copies
+(models nested in models are transformed the same way) and copies
 every weight value across; the model passed in is never modified.
 """
 
@@ -84,20 +84,28 @@ def _call(layer, *args, **kwargs):
     return layer(*args, **kwargs)
 
 
+def _input_like(tensor):
+    # Keep the input layer's name (clone_model would use the tensor's name).
+    layer = tensor._keras_history.operation
+    return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=layer.name)
+
+
 def _clone(model, clone_layer):
     _check_model(model)
     pairs = []
 
     def fn(layer):
         if isinstance(layer, keras.Model):
-            _check_model(layer)  # subclassed models nested in a functional one
+            return _clone(layer, clone_layer)  # nested models: same transform
         new = clone_layer(layer)
         pairs.append((layer, new))
         return new
 
-    call = None if isinstance(model, keras.Sequential) else _call
-    new_model = keras.models.clone_model(
-        model, clone_function=fn, call_function=call, recursive=True)
+    kwargs = {}
+    if isinstance(model, Functional):
+        kwargs = dict(call_function=_call,
+                      input_tensors=keras.tree.map_structure(_input_like, model.input))
+    new_model = keras.models.clone_model(model, clone_function=fn, **kwargs)
     for old, new in pairs:
         if isinstance(old, keras.layers.Layer) and old.built and old.weights:
             if not new.built:

