@@ -72,6 +72,28 @@ class MaskedLayer(keras.layers.Wrapper):
         self._mask_paths = []
         self._pairs = []
 
+    def __call__(self, *args, **kwargs):
+        if not self.built and not self.layer.built:
+            # Let the inner layer build itself from its own call signature:
+            # ours only sees the first input's shape (MultiHeadAttention
+            # needs query and value shapes, an RNN its initial state's).
+            training = kwargs.pop("training", None)
+            mask = kwargs.pop("mask", None)
+            self.layer(*args, **self._inner_kwargs(training, mask, kwargs))
+            if training is not None:
+                kwargs["training"] = training
+            if mask is not None:
+                kwargs["mask"] = mask
+        return super().__call__(*args, **kwargs)
+
+    def _inner_kwargs(self, training, mask, kwargs):
+        kwargs = dict(kwargs)
+        if self._inner_takes_training and training is not None:
+            kwargs["training"] = training
+        if self._inner_takes_mask and mask is not None:
+            kwargs["mask"] = mask
+        return kwargs
+
     def build(self, input_shape=None, **shapes):
         if not self.layer.built:
             self.layer.build(input_shape, **shapes)
@@ -105,10 +127,7 @@ class MaskedLayer(keras.layers.Wrapper):
         return [(p, w, m) for p, (w, m) in zip(self._mask_paths, self._pairs)]
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
-        if self._inner_takes_training:
-            kwargs["training"] = training
-        if self._inner_takes_mask and mask is not None:
-            kwargs["mask"] = mask
+        kwargs = self._inner_kwargs(training, mask, kwargs)
         outer = _backend.get_stateless_scope()
         mapping = []
         for weight, m in self._pairs:
@@ -147,8 +166,8 @@ class MaskedLayer(keras.layers.Wrapper):
             for loss in scope.losses:
                 outer.add_loss(loss)
 
-    def compute_output_shape(self, input_shape, *args, **kwargs):
-        return self.layer.compute_output_shape(input_shape, *args, **kwargs)
+    def compute_output_spec(self, *args, training=None, mask=None, **kwargs):
+        return self.layer.compute_output_spec(*args, **self._inner_kwargs(training, mask, kwargs))
 
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)

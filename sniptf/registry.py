@@ -164,4 +164,6 @@ register_container(_L.RNN, ["cell"])
 register_container(_L.StackedRNNCells, ["cells"])
 register_container(_L.Bidirectional, ["forward_layer", "backward_layer"])
 register_container(_L.TimeDistributed, ["layer"])
+register_container(_L.MultiHeadAttention,
+                   ["_query_dense", "_key_dense", "_value_dense", "_output_dense"])
 del _L, _cls

@@ -34,6 +34,9 @@ CASES = {
                            ["forward_layer.cell.kernel", "forward_layer.cell.recurrent_kernel",
                             "backward_layer.cell.kernel", "backward_layer.cell.recurrent_kernel"]),
     "time_distributed_dense": (lambda: L.TimeDistributed(L.Dense(3)), _float(2, 4, 5), ["layer.kernel"]),
+    "stacked_rnn_cells": (lambda: L.RNN(L.StackedRNNCells([L.GRUCell(3), L.LSTMCell(2)])), _float(2, 4, 5),
+                          ["cell.cells.0.kernel", "cell.cells.0.recurrent_kernel",
+                           "cell.cells.1.kernel", "cell.cells.1.recurrent_kernel"]),
 }
 
 
@@ -81,6 +84,22 @@ def test_layer_type_masks_forward_save_and_train(name, tmp_path):
     for g, (_, _, m) in zip(grads, layer.masked_weights()):
         assert np.all(g.numpy()[m.numpy() == 0] == 0)
         assert np.any(g.numpy()[m.numpy() == 1] != 0)
+
+
+def test_multi_input_layer_multi_head_attention(tmp_path):
+    inputs = keras.Input((5, 8))
+    context = keras.Input((3, 8))
+    out = MaskedLayer(L.MultiHeadAttention(2, 4, name="mha"))(inputs, context)
+    model = keras.Model([inputs, context], out)
+    layer = model.get_layer("mha")
+    assert list(layer.masks) == ["_query_dense.kernel", "_key_dense.kernel",
+                                 "_value_dense.kernel", "_output_dense.kernel"]
+    _random_masks(layer)
+    x = [_float(2, 5, 8), _float(2, 3, 8)]
+    np.testing.assert_allclose(model(x), sniptf.strip(model)(x), rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "mha.keras")
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path)(x), model(x), rtol=1e-6)
 
 
 def test_hand_computed_dense_2x2():
