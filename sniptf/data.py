@@ -118,9 +118,7 @@ def load(name, split, *, batch_size=None, shuffle=False, seed=None,
     if name == "mnist10k":
         ds = tf.data.Dataset.from_tensor_slices(load_numpy(name, split))
     else:
-        ds = _tfds_dataset(name, split, data_dir, download).map(
-            lambda x, y: (tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int64)),
-            num_parallel_calls=tf.data.AUTOTUNE)
+        ds = _tfds_dataset(name, split, data_dir, download)
     if shuffle:
         ds = ds.shuffle(65536, seed=seed, reshuffle_each_iteration=True)
     if batch_size is not None:
@@ -152,8 +150,10 @@ def _tfds_dataset(name, split, data_dir, download):
             except Exception as e:  # tfds raises many kinds on a failed download
                 raise DatasetUnavailableError(
                     _how_to_get(name, builder.data_dir, f"download failed: {e}")) from e
-    return builder.as_dataset(split=_TFDS_SPLITS[split], as_supervised=True,
-                              shuffle_files=False)
+    ds = builder.as_dataset(split=_TFDS_SPLITS[split], as_supervised=True,
+                            shuffle_files=False)
+    return ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int64)),
+                  num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _how_to_get(name, data_dir, why):

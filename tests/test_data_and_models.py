@@ -61,6 +61,12 @@ def test_fashion_mnist_prepared_from_local_idx_files(tmp_path, monkeypatch):
     assert (len(train), len(val), len(test)) == (18, 2, 10)
     assert train[0][0].shape == (28, 28, 1) and float(tf.reduce_max(train[0][0])) <= 1.0
     assert os.path.isdir(os.path.join(data_dir, "fashion_mnist"))
+    x, y = data.load_numpy("fashion_mnist", "validation", data_dir=data_dir, download=False)
+    assert x.dtype == np.float32 and x.shape == (2, 28, 28, 1) and 0.0 <= x.min() and x.max() <= 1.0
+    # tfds stores examples in its own (deterministic) order; train + validation = all of train
+    _, y_train = data.load_numpy("fashion_mnist", "train", data_dir=data_dir, download=False)
+    assert y.dtype == np.int64
+    assert sorted(y_train.tolist() + y.tolist()) == sorted((np.arange(20) % 10).tolist())
     import tensorflow_datasets as tfds  # the result is an ordinary tfds dataset
     assert len(list(tfds.load("fashion_mnist", split="test", data_dir=data_dir))) == 10
 
