@@ -74,3 +74,208 @@ def lenet5_caffe(input_shape, num_classes, kernel_initializer="variance_scaling"
     x = layers.Dense(500, activation, kernel_initializer=kernel_initializer, name="fc1")(x)
     outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="fc2")(x)
     return keras.Model(inputs, outputs, name="lenet5_caffe")
+
+
+def _conv_bn_relu(x, filters, kernel, strides, init, name):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same",
+                      kernel_initializer=init, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _dense_bn_relu(x, units, init, name):
+    x = layers.Dense(units, kernel_initializer=init, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _alexnet(input_shape, num_classes, k, kernel_initializer, name):
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i, (filters, size) in enumerate(((96, 11), (256, 5), (384, 3), (384, 3), (256, 3))):
+        x = _conv_bn_relu(x, filters, size, 2, kernel_initializer, f"conv{i + 1}")
+    x = layers.Flatten()(x)
+    x = _dense_bn_relu(x, 1024 * k, kernel_initializer, "fc1")
+    x = _dense_bn_relu(x, 1024 * k, kernel_initializer, "fc2")
+    outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="fc3")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model("alexnet_s")
+def alexnet_s(input_shape, num_classes, kernel_initializer="variance_scaling"):
+    """AlexNet-s (SNIP paper, CIFAR-10): AlexNet's 5 convs (stride 2, BN), FC 1024-1024; 5.1m."""
+    return _alexnet(input_shape, num_classes, 1, kernel_initializer, "alexnet_s")
+
+
+@register_model("alexnet_b")
+def alexnet_b(input_shape, num_classes, kernel_initializer="variance_scaling"):
+    """AlexNet-b: as AlexNet-s with FC 2048-2048; 8.5m weights."""
+    return _alexnet(input_shape, num_classes, 2, kernel_initializer, "alexnet_b")
+
+
+_VGG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def _vgg(input_shape, num_classes, version, kernel_initializer, name):
+    inputs = keras.Input(input_shape)
+    x = inputs
+    index = 0
+    block_pos = 0
+    for item in _VGG_D:
+        if item == "M":
+            x = layers.MaxPooling2D(2, padding="same")(x)
+            block_pos = 0
+            continue
+        index += 1
+        block_pos += 1
+        # VGG-C: the third conv of blocks 3-5 is 1x1
+        size = 1 if version == "C" and block_pos == 3 else 3
+        x = _conv_bn_relu(x, item, size, 1, kernel_initializer, f"conv{index}")
+    x = layers.Flatten()(x)
+    x = _dense_bn_relu(x, 512, kernel_initializer, "fc1")
+    if version != "like":
+        x = _dense_bn_relu(x, 512, kernel_initializer, "fc2")
+    outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model("vgg_c")
+def vgg_c(input_shape, num_classes, kernel_initializer="variance_scaling"):
+    """VGG-C for CIFAR (BN, FC 512-512): VGG-16 with 1x1 last convs in blocks 3-5; 10.5m."""
+    return _vgg(input_shape, num_classes, "C", kernel_initializer, "vgg_c")
+
+
+@register_model("vgg_d")
+def vgg_d(input_shape, num_classes, kernel_initializer="variance_scaling"):
+    """VGG-D (VGG-16) for CIFAR with BN and FC 512-512; 15.2m weights."""
+    return _vgg(input_shape, num_classes, "D", kernel_initializer, "vgg_d")
+
+
+@register_model("vgg_like")
+def vgg_like(input_shape, num_classes, kernel_initializer="variance_scaling"):
+    """VGG-like (Zagoruyko's CIFAR VGG): VGG-16 convs with BN, one FC 512; 15.0m."""
+    return _vgg(input_shape, num_classes, "like", kernel_initializer, "vgg_like")
+
+
+def _wide_resnet(input_shape, num_classes, depth, k, kernel_initializer, name):
+    n = (depth - 4) // 6
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(16, 3, padding="same", use_bias=False,
+                      kernel_initializer=kernel_initializer, name="conv0")(inputs)
+    channels = 16
+    for group, (width, stride) in enumerate(((16 * k, 1), (32 * k, 2), (64 * k, 2))):
+        for block in range(n):
+            prefix = f"g{group + 1}b{block + 1}"
+            s = stride if block == 0 else 1
+            pre = layers.ReLU()(layers.BatchNormalization(name=f"{prefix}_bn1")(x))
+            h = layers.Conv2D(width, 3, strides=s, padding="same", use_bias=False,
+                              kernel_initializer=kernel_initializer, name=f"{prefix}_conv1")(pre)
+            h = layers.ReLU()(layers.BatchNormalization(name=f"{prefix}_bn2")(h))
+            h = layers.Conv2D(width, 3, padding="same", use_bias=False,
+                              kernel_initializer=kernel_initializer, name=f"{prefix}_conv2")(h)
+            if s != 1 or channels != width:
+                x = layers.Conv2D(width, 1, strides=s, use_bias=False,
+                                  kernel_initializer=kernel_initializer, name=f"{prefix}_shortcut")(pre)
+            x = layers.Add()([x, h])
+            channels = width
+    x = layers.ReLU()(layers.BatchNormalization(name="final_bn")(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@register_model("wrn_16_8")
+def wrn_16_8(input_shape, num_classes, kernel_initializer="he_normal"):
+    """Wide ResNet 16-8 (Zagoruyko & Komodakis 2016), pre-activation; 11.0m weights."""
+    return _wide_resnet(input_shape, num_classes, 16, 8, kernel_initializer, "wrn_16_8")
+
+
+@register_model("wrn_16_10")
+def wrn_16_10(input_shape, num_classes, kernel_initializer="he_normal"):
+    """Wide ResNet 16-10; 17.1m weights."""
+    return _wide_resnet(input_shape, num_classes, 16, 10, kernel_initializer, "wrn_16_10")
+
+
+@register_model("wrn_22_8")
+def wrn_22_8(input_shape, num_classes, kernel_initializer="he_normal"):
+    """Wide ResNet 22-8; 17.2m weights."""
+    return _wide_resnet(input_shape, num_classes, 22, 8, kernel_initializer, "wrn_22_8")
+
+
+def _recurrent(input_shape, num_classes, cell, units, kernel_initializer, name):
+    inputs = keras.Input(input_shape)
+    x = inputs
+    if len(input_shape) == 3:  # (28, 28, 1) images: rows are the time steps
+        x = layers.Reshape((input_shape[0], input_shape[1] * input_shape[2]))(x)
+    rnn = {"lstm": layers.LSTM, "gru": layers.GRU}[cell]
+    x = rnn(units, return_sequences=True, kernel_initializer=kernel_initializer, name=f"{cell}1")(x)
+    x = rnn(units, kernel_initializer=kernel_initializer, name=f"{cell}2")(x)
+    outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+# Two stacked layers; the widths are set so the counts match the SNIP paper's
+# (which gives counts, not widths): 102 units -> LSTM 138k / GRU 104k,
+# 206 units -> LSTM 536k / GRU 404k on 28 steps of 28 pixels.
+@register_model("lstm_s")
+def lstm_s(input_shape, num_classes, kernel_initializer="glorot_uniform"):
+    """LSTM-s: 2 x LSTM(102) on sequential MNIST (28 steps of 28 pixels); 137k weights."""
+    return _recurrent(input_shape, num_classes, "lstm", 102, kernel_initializer, "lstm_s")
+
+
+@register_model("lstm_b")
+def lstm_b(input_shape, num_classes, kernel_initializer="glorot_uniform"):
+    """LSTM-b: 2 x LSTM(206); 535k weights."""
+    return _recurrent(input_shape, num_classes, "lstm", 206, kernel_initializer, "lstm_b")
+
+
+@register_model("gru_s")
+def gru_s(input_shape, num_classes, kernel_initializer="glorot_uniform"):
+    """GRU-s: 2 x GRU(102); 104k weights."""
+    return _recurrent(input_shape, num_classes, "gru", 102, kernel_initializer, "gru_s")
+
+
+@register_model("gru_b")
+def gru_b(input_shape, num_classes, kernel_initializer="glorot_uniform"):
+    """GRU-b: 2 x GRU(206); 404k weights."""
+    return _recurrent(input_shape, num_classes, "gru", 206, kernel_initializer, "gru_b")
+
+
+@register_model("simple_cnn")
+def simple_cnn(input_shape, num_classes, kernel_initializer="variance_scaling"):
+    """Simple-CNN (data-parallelism paper): conv5x5-32, pool, conv5x5-64, pool, FC 1024, no BN."""
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(32, 5, padding="same", activation="relu",
+                      kernel_initializer=kernel_initializer, name="conv1")(inputs)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 5, padding="same", activation="relu",
+                      kernel_initializer=kernel_initializer, name="conv2")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(1024, activation="relu", kernel_initializer=kernel_initializer, name="fc1")(x)
+    outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
+    return keras.Model(inputs, outputs, name="simple_cnn")
+
+
+@register_model("resnet8")
+def resnet8(input_shape, num_classes, kernel_initializer="he_normal"):
+    """ResNet-8 without batch-norm (data-parallelism paper): conv16, 3 residual stages
+    (16, 32, 64 filters, one 2-conv block each), global pooling, FC."""
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu",
+                      kernel_initializer=kernel_initializer, name="conv0")(inputs)
+    channels = 16
+    for stage, (width, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
+        prefix = f"stage{stage + 1}"
+        h = layers.Conv2D(width, 3, strides=stride, padding="same", activation="relu",
+                          kernel_initializer=kernel_initializer, name=f"{prefix}_conv1")(x)
+        h = layers.Conv2D(width, 3, padding="same", kernel_initializer=kernel_initializer,
+                          name=f"{prefix}_conv2")(h)
+        if stride != 1 or channels != width:
+            x = layers.Conv2D(width, 1, strides=stride, kernel_initializer=kernel_initializer,
+                              name=f"{prefix}_shortcut")(x)
+        x = layers.ReLU()(layers.Add()([x, h]))
+        channels = width
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
+    return keras.Model(inputs, outputs, name="resnet8")
