@@ -12,6 +12,7 @@ budget on 2 cores: about 20 minutes for all of them.
 import inspect
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +32,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("models", None, "Application names; default: all.")
 flags.DEFINE_float("kappa", 0.05, "Fraction of weights kept.")
 flags.DEFINE_integer("num_classes", 10, "Classes of the head.", lower_bound=1)
+flags.DEFINE_bool("in_process", False, "Check in this process (the driver runs one process per "
+                  "model so memory is returned between models).")
 
 # The smallest input each family accepts with weights=None (square RGB).
 _MIN_SIZE = {"InceptionV3": 75, "InceptionResNetV2": 75, "Xception": 71, "NASNetLarge": 331,
@@ -78,6 +81,16 @@ def main(argv):
         raise app.UsageError(f"Unknown --models {unknown}; choose from {application_names()}")
     failures = []
     for name in names:
+        if not FLAGS.in_process:
+            proc = subprocess.run([sys.executable, __file__, f"--models={name}", f"--kappa={FLAGS.kappa}",
+                                   f"--num_classes={FLAGS.num_classes}", "--in_process"],
+                                  capture_output=True, text=True)
+            lines = [l for l in proc.stdout.splitlines() if l.startswith(("ok  ", "FAIL"))]
+            print(lines[0] if lines else f"FAIL {name:22s} process exited {proc.returncode}: "
+                  f"{proc.stderr.strip().splitlines()[-1:] or ''}", flush=True)
+            if proc.returncode or not lines:
+                failures.append(name)
+            continue
         start = time.perf_counter()
         try:
             ok, line = check(name, FLAGS.kappa, FLAGS.num_classes)
@@ -87,7 +100,6 @@ def main(argv):
               flush=True)
         if not ok:
             failures.append(name)
-        keras.backend.clear_session()
     print(f"{len(names) - len(failures)}/{len(names)} applications prune, strip and export; "
           f"failures: {failures or 'none'}")
     return 1 if failures else 0

@@ -1,0 +1,159 @@
+"""Distribution strategies by name: default, mirrored, multi_worker, tpu."""
+
+import json
+import os
+import socket
+import threading
+import urllib.parse
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def split_cpu(num_devices):
+    """Splits the first CPU into `num_devices` logical devices (for testing).
+
+    Must run before TensorFlow initializes its runtime (before any tensor is
+    created); raises a RuntimeError saying so otherwise.
+    """
+    if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
+        raise ValueError(f"Expected an int >= 1. Received: num_cpu_devices={num_devices!r}")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == num_devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+    except RuntimeError as e:
+        raise RuntimeError(
+            f"Cannot split the CPU into num_cpu_devices={num_devices} logical devices: "
+            "TensorFlow is already initialized. Split it first thing in the program.") from e
+
+
+def _check_tpu_address(tpu, timeout):
+    parsed = urllib.parse.urlparse(tpu)
+    if parsed.scheme != "grpc":
+        return
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 8470), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"No TPU answers at --tpu={tpu!r} ({e}). Pass the TPU's name or its "
+            "grpc://host:port address.") from e
+
+
+def _connect_tpu(tpu, timeout):
+    """TPUClusterResolver + connect + initialize, given up after `timeout` s."""
+    if not tpu:
+        raise ValueError(
+            "--strategy=tpu needs --tpu=NAME_OR_ADDRESS (the TPU's name, 'local' on a "
+            "TPU VM, or grpc://host:port).")
+    _check_tpu_address(tpu, min(timeout, 10))
+    result = {}
+
+    def connect():
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu="" if tpu == "local" else tpu)
+            if tpu != "local":
+                tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            result["resolver"] = resolver
+        except Exception as e:  # surfaced below with the flag named
+            result["error"] = e
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(
+            f"Could not reach the TPU --tpu={tpu!r} within {timeout:.0f} s. Check the name or "
+            "address and that this machine may use it.")
+    if "error" in result:
+        raise ValueError(
+            f"Could not connect to the TPU --tpu={tpu!r}: {result['error']}") from result["error"]
+    return result["resolver"]
+
+
+def make_strategy(name="default", *, tpu=None, num_cpu_devices=None, tpu_timeout=120.0):
+    """A `tf.distribute.Strategy` by name.
+
+    Args:
+        name: `"default"` (no distribution), `"mirrored"` (all local devices,
+            or `num_cpu_devices` logical CPUs), `"multi_worker"`
+            (MultiWorkerMirroredStrategy; the cluster comes from `TF_CONFIG`)
+            or `"tpu"` (TPUStrategy through `TPUClusterResolver`).
+        tpu: with `"tpu"`: the TPU's name, `"local"`, or `grpc://host:port`.
+        num_cpu_devices: with `"mirrored"`: split the CPU first (testing).
+        tpu_timeout: seconds to wait for a TPU before failing.
+
+    Raises:
+        ValueError: unknown name, missing/unreachable `tpu`, bad `TF_CONFIG`.
+        TimeoutError: the TPU did not answer in time.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy. Expected one of {STRATEGIES}. Received: strategy={name!r}")
+    if num_cpu_devices and name != "mirrored":
+        raise ValueError(
+            f"num_cpu_devices only applies to strategy='mirrored'. Received: strategy={name!r}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        if num_cpu_devices:
+            split_cpu(num_cpu_devices)
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+            return tf.distribute.MirroredStrategy(devices)
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        config = os.environ.get("TF_CONFIG")
+        if config:
+            try:
+                json.loads(config)
+            except ValueError as e:
+                raise ValueError(f"TF_CONFIG is not valid JSON: {config!r}") from e
+        _patch_keras_multi_worker_fit()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.TPUStrategy(_connect_tpu(tpu, tpu_timeout))
+
+
+def _patch_keras_multi_worker_fit():
+    """Works around two Keras 3.15 bugs that stop `fit` under MultiWorkerMirrored.
+
+    Its step outputs (scalar loss and metrics) are reduced with
+    `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars; here scalars
+    are averaged over replicas with `axis=None`, everything else is left to
+    Keras. (The other bug, in the symbolic build, is handled in training.run.)
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_sniptf_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(
+                strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            def reduce(v):
+                # one replica per worker gives plain tensors, several PerReplica
+                local = strategy.experimental_local_results(v)[0]
+                if getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                    return strategy.reduce("MEAN", v, axis=None)
+                return original(v, strategy, reduction)
+            return tf.nest.map_structure(reduce, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._sniptf_patched = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def is_chief(strategy):
+    """True on the worker that writes outputs (always true off multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task = resolver.task_type
+    return task in (None, "chief") or (
+        task == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
