@@ -14,7 +14,6 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
-import keras as _k; _k.config.disable_traceback_filtering()
 
 from sniptf import data
 from sniptf import distribute

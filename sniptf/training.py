@@ -302,7 +302,7 @@ def run(config):
                  config.strategy, strategy.num_replicas_in_sync,
                  f", resuming after epoch {resumed_epoch}" if resumed_epoch else "")
     epochs = config.train_steps // config.eval_every
-    model.fit(train, validation_data=validation, epochs=epochs, steps_per_epoch=config.eval_every,
+    model.fit(train, validation_data=validation, epochs=epochs, steps_per_epoch=config.eval_every, shuffle=False,
               callbacks=callbacks, verbose=0)
     steps = int(model.optimizer.iterations.numpy())
     with strategy.scope():

@@ -1,0 +1,223 @@
+"""Training at scale: the train/export scripts, schedules, strategies, preemption."""
+
+import glob
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import app
+from absl import flags
+
+import sniptf
+from sniptf import distribute
+from sniptf import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+TINY = ["--model=lenet_300_100", "--dataset=mnist10k", "--train_steps=40", "--eval_every=20",
+        "--batch_size=32", "--kappa=0.05", "--learning_rate=0.05", "--seed=3"]
+_LOADED_FLAGS = set()
+
+
+def _load(name):
+    for flag in _LOADED_FLAGS & set(flags.FLAGS):
+        delattr(flags.FLAGS, flag)
+    before = set(flags.FLAGS)
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _LOADED_FLAGS.update(set(flags.FLAGS) - before)
+    return module
+
+
+def _run_main(module, argv):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(argv)
+    return module.main([argv[0]])
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _scalars(log_dir):
+    tags = set()
+    for path in glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("train") / "run")
+    _run_main(_load("train"), ["train", *TINY, f"--output_dir={out}"])
+    return out
+
+
+def test_train_writes_everything(default_run):
+    metrics = json.load(open(os.path.join(default_run, "metrics.json")))
+    assert metrics["steps"] == 40 and metrics["replicas"] == 1
+    assert metrics["dense_parameters"] == 266_610
+    assert metrics["prunable_weights"] == 266_200
+    assert metrics["kept_weights"] == round(0.05 * 266_200) and metrics["sparsity"] == pytest.approx(0.95)
+    assert set(metrics["sparsity_per_layer"]) == {"fc1", "fc2", "fc3"}
+    assert 0.0 <= metrics["test_error"] < 0.9 and 0.0 <= metrics["validation_error"] < 0.9
+    assert metrics["best_step"] in (20, 40)
+    assert metrics["mask_digest_final"] == metrics["mask_digest_at_prune"]
+    assert "--kappa=0.05" in open(os.path.join(default_run, "flags.txt")).read()
+    tags = _scalars(os.path.join(default_run, "logs"))
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_sparsity"} <= tags, tags
+    best = keras.models.load_model(os.path.join(default_run, "checkpoints", "best.keras"))
+    assert sniptf.sparsity(best).kept == metrics["kept_weights"]
+    loaded = tf.saved_model.load(os.path.join(default_run, "saved_model"))
+    x = np.zeros((3, 28, 28, 1), np.float32)
+    np.testing.assert_allclose(loaded.serve(x), best(x), atol=1e-5)
+
+
+def test_export_script(default_run, tmp_path):
+    export = _load("export")
+    out = str(tmp_path / "exported")
+    _run_main(export, ["export", f"--checkpoint_dir={default_run}", f"--output_dir={out}"])
+    assert tf.saved_model.load(out).serve(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
+    with pytest.raises(app.UsageError, match="overwrite"):
+        _run_main(export, ["export", f"--checkpoint_dir={default_run}", f"--output_dir={out}"])
+    with pytest.raises(app.UsageError, match="No best.keras"):
+        _run_main(export, ["export", f"--checkpoint_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}"])
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--kappa=0"], "kappa"),
+    (["--kappa=1.5"], "kappa"),
+    (["--train_steps=50", "--eval_every=20"], "multiple of eval_every"),
+    (["--strategy=tpu"], "--tpu"),
+])
+def test_train_rejects_bad_config_before_work(argv, match, tmp_path):
+    train = _load("train")
+    out = tmp_path / "out"
+    with pytest.raises(app.UsageError, match=match):
+        _run_main(train, ["train", *argv, f"--output_dir={out}"])
+    assert not (out / "flags.txt").exists() and not (out / "checkpoints").exists()
+
+
+def test_train_rejects_stray_args_unwritable_dir_and_unknown_names(tmp_path):
+    train = _load("train")
+    with pytest.raises(app.UsageError, match="Unexpected arguments"):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train", f"--output_dir={tmp_path}"])
+        train.main(["train", "stray"])
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(app.UsageError, match="output_dir is not writable"):
+        _run_main(train, ["train", f"--output_dir={blocker / 'sub'}"])
+    for flag, value in (("model", "resnet1000"), ("dataset", "imagenet")):
+        with pytest.raises(flags.IllegalFlagValueError, match="lenet_300_100|mnist10k"):
+            flags.FLAGS.unparse_flags()
+            flags.FLAGS(["train", f"--{flag}={value}"])
+
+
+def test_learning_rate_schedules_and_optimizers():
+    piecewise = training.learning_rate_schedule("piecewise", 0.1, train_steps=100, decay_every=30)
+    # keras: values[i] while step <= boundaries[i]
+    assert [round(float(piecewise(s)), 6) for s in (0, 30, 31, 61, 99)] == [0.1, 0.1, 0.01, 0.001, 0.0001]
+    linear = training.learning_rate_schedule("linear", 0.1, train_steps=100, end_factor=0.01)
+    assert float(linear(0)) == pytest.approx(0.1) and float(linear(100)) == pytest.approx(0.001)
+    assert float(linear(50)) == pytest.approx(0.0505)
+    assert training.learning_rate_schedule("constant", 0.3, train_steps=10) == 0.3
+    opt = training.make_optimizer("nesterov", 0.1, momentum=0.8, weight_decay=5e-4)
+    assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == 0.8
+    assert opt.weight_decay == pytest.approx(5e-4)
+    assert isinstance(training.make_optimizer("adamw", 0.1, weight_decay=0.1), keras.optimizers.AdamW)
+    with pytest.raises(ValueError, match="Received: optimizer='rmsprop'"):
+        training.make_optimizer("rmsprop", 0.1)
+    with pytest.raises(ValueError, match="Received: momentum=1.0"):
+        training.make_optimizer("momentum", 0.1, momentum=1.0)
+    with pytest.raises(ValueError, match="Received: lr_schedule='cosine'"):
+        training.learning_rate_schedule("cosine", 0.1, train_steps=10)
+
+
+def test_tpu_strategy_fails_fast_naming_the_flag():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"--tpu='grpc://127.0.0.1:{port}'"):
+        distribute.make_strategy("tpu", tpu=f"grpc://127.0.0.1:{port}")
+    assert time.perf_counter() - start < 15
+    with pytest.raises(ValueError, match="needs --tpu"):
+        distribute.make_strategy("tpu", tpu="")
+    with pytest.raises(ValueError, match="Received: strategy='horovod'"):
+        distribute.make_strategy("horovod")
+
+
+def test_mirrored_training_matches_single_device_mask(default_run, tmp_path):
+    out = str(tmp_path / "mirrored")
+    proc = subprocess.run([sys.executable, TRAIN, *TINY, "--strategy=mirrored", "--num_cpu_devices=2",
+                           f"--output_dir={out}"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    single = json.load(open(os.path.join(default_run, "metrics.json")))
+    assert metrics["replicas"] == 2 and metrics["steps"] == 40
+    assert metrics["mask_digest_final"] == single["mask_digest_final"]
+
+
+def test_multi_worker_training_on_loopback(default_run, tmp_path):
+    socks = [socket.socket() for _ in range(2)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]}
+    for s in socks:
+        s.close()
+    out = str(tmp_path / "multi")
+    procs = [subprocess.Popen(
+        [sys.executable, TRAIN, *TINY, "--strategy=multi_worker", f"--output_dir={out}"],
+        env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        errors = [p.communicate(timeout=600)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, err in zip(procs, errors):
+        assert p.returncode == 0, err[-3000:]
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    single = json.load(open(os.path.join(default_run, "metrics.json")))
+    assert metrics["replicas"] == 2 and metrics["steps"] == 40
+    assert metrics["mask_digest_final"] == single["mask_digest_final"]
+
+
+def test_sigkill_mid_training_then_same_command_resumes(tmp_path):
+    out = str(tmp_path / "preempted")
+    cmd = [sys.executable, TRAIN, "--model=lenet5_caffe", "--dataset=mnist10k", "--train_steps=1000",
+           "--eval_every=100", "--batch_size=64", "--kappa=0.05", "--learning_rate=0.05",
+           f"--output_dir={out}"]
+    first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = os.path.join(out, "backup", "training_metadata.json")
+    deadline = time.time() + 300
+    while not os.path.exists(metadata) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["resumed_after_epoch"] >= 1
+    assert metrics["steps"] == 1000
+    assert metrics["mask_digest_final"] == metrics["mask_digest_at_prune"]
+    assert metrics["kept_weights"] == round(0.05 * 430_500)
