@@ -1,14 +1,17 @@
 """sniptf: sparse neural networks pruned at initialization, for Keras 3."""
 
 from sniptf import data
+from sniptf import initializers
 from sniptf import models
-from sniptf.saved_model import export
+from sniptf.isometry import approximate_isometry
+from sniptf.jacobian import jacobian_singular_values
 from sniptf.masked_layer import MaskedLayer
 from sniptf.pruning import prune
 from sniptf.registry import register_container
 from sniptf.registry import register_prunable
 from sniptf.registry import supported_layers
 from sniptf.report import sparsity
+from sniptf.saved_model import export
 from sniptf.scoring import register_criterion
 from sniptf.scoring import saliency
 from sniptf.selection import select

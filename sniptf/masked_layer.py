@@ -169,6 +169,9 @@ class MaskedLayer(keras.layers.Wrapper):
     def compute_output_spec(self, *args, training=None, mask=None, **kwargs):
         return self.layer.compute_output_spec(*args, **self._inner_kwargs(training, mask, kwargs))
 
+    def compute_output_shape(self, *args, **kwargs):
+        return self.layer.compute_output_shape(*args, **kwargs)
+
     def compute_mask(self, inputs, mask=None):
         return self.layer.compute_mask(inputs, mask)
 

@@ -6,6 +6,8 @@ Every model outputs logits (no softmax), as the paper's networks do.
 import keras
 from keras import layers
 
+from sniptf import initializers
+
 MODELS = {}
 
 
@@ -24,7 +26,8 @@ def get(name, input_shape, num_classes, **kwargs):
         name: one of `sniptf.models.MODELS`.
         input_shape: shape of one example, e.g. `(28, 28, 1)`.
         num_classes: number of output logits.
-        **kwargs: builder options, e.g. `kernel_initializer`.
+        **kwargs: builder options, e.g. `kernel_initializer` (any Keras
+            initializer, or `"delta_orthogonal"`).
 
     Raises:
         ValueError: unknown `name` (the message lists the zoo), bad shape or
@@ -46,6 +49,8 @@ def get(name, input_shape, num_classes, **kwargs):
         raise ValueError(
             f"Expected `input_shape` to be positive ints, e.g. (28, 28, 1). "
             f"Received: input_shape={input_shape!r}")
+    if "kernel_initializer" in kwargs:
+        kwargs["kernel_initializer"] = initializers.get(kwargs["kernel_initializer"])
     return MODELS[name](input_shape, num_classes, **kwargs)
 
 

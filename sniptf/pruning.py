@@ -13,7 +13,7 @@ from sniptf import transform
 
 def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
           num_batches=1, loss=None, batch_size=None, seed=0,
-          include_biases=False, reinitialize=False, bn_training=False):
+          include_biases=False, reinitialize=False, bn_training=False, isometry=False):
     """Prunes `model` at initialization, keeping the top-κ connections.
 
     SNIP (Lee et al., ICLR 2019): wrap every prunable layer in a
@@ -40,6 +40,9 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
             zero init they score 0 and are pruned first).
         reinitialize: parity switch: re-draw the masked weights after scoring.
         bn_training: parity switch: batch-norm in training mode while scoring.
+        isometry: run `sniptf.approximate_isometry` on the pruned kernels right
+            after pruning (Lee et al., ICLR 2020); True for its defaults, or a
+            dict of its keyword arguments (e.g. `{"steps": 2000}`).
 
     Returns:
         A new model whose prunable layers are `MaskedLayer`s with fixed masks.
@@ -65,6 +68,9 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         raise ValueError(
             f"Expected `scope` to be one of {selection.SCOPES}. Received: scope={scope!r}")
     selection.check_kappa(kappa)
+    if not isinstance(isometry, (bool, dict)):
+        raise TypeError(f"Expected `isometry` to be a bool or a dict of approximate_isometry "
+                        f"arguments. Received: isometry={isometry!r}")
     pruned = transform.wrap(model, include_biases=include_biases)
     if not pruned.built:
         x, _ = next(iter(data_utils.batches(dataset, 1, batch_size)), (None, None))
@@ -86,6 +92,9 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         transform.redraw(entries, seed)
     transform.apply_masks(entries, masks)
     _warn_empty_layers(entries, masks)
+    if isometry:
+        from sniptf.isometry import approximate_isometry
+        approximate_isometry(pruned, **(isometry if isinstance(isometry, dict) else {}))
     return pruned
 
 

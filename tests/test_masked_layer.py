@@ -214,3 +214,23 @@ def test_subclassed_model_uses_masked_layer_directly():
     scores = sniptf.saliency(net, (x, RNG.integers(0, 2, 8)))
     assert list(scores) == ["fc/kernel"]
     assert sniptf.sparsity(net).total.total == 12 + 8
+
+
+def test_mixed_precision_policy():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="relu"), L.Dense(3)])
+        x = _float(16, 6)
+        y = RNG.integers(0, 3, 16)
+        pruned = sniptf.prune(model, (x, y), kappa=0.25)
+        assert pruned(x).dtype == "float16"
+        for e in sniptf.transform.masked_entries(pruned):
+            assert e.mask.dtype == "float32" and e.weight.dtype == "float32"
+        pruned.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        pruned.fit(x, y, epochs=2, verbose=0)
+        for e in sniptf.transform.masked_entries(pruned):
+            assert np.all(e.weight.numpy()[e.mask.numpy() == 0] == 0)
+        np.testing.assert_allclose(sniptf.strip(pruned)(x), pruned(x), rtol=1e-3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

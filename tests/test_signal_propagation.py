@@ -1,0 +1,137 @@
+"""Jacobian singular values, orthogonal inits and approximate isometry."""
+
+import keras
+import numpy as np
+import pytest
+
+import sniptf
+from sniptf import initializers
+from sniptf import isometry
+
+L = keras.layers
+
+
+def _linear_net(kernels, activation=None):
+    model = keras.Sequential([keras.Input((kernels[0].shape[0],))] + [
+        L.Dense(k.shape[1], use_bias=False, activation=activation, name=f"d{i}")
+        for i, k in enumerate(kernels)])
+    for layer, k in zip(model.layers, kernels):
+        layer.kernel.assign(k)
+    return model
+
+
+def test_hand_checked_2x2_objective():
+    model = sniptf.wrap(_linear_net([np.array([[2.0, 0.0], [0.0, 1.0]], np.float32)]))
+    entries = sniptf.transform.masked_entries(model)
+    # WᵀW − I = diag(3, 0)
+    assert float(isometry.objective_terms(entries)[0]) == pytest.approx(3.0)
+    entries[0].mask.assign([[1.0, 0.0], [0.0, 0.0]])
+    # (C⊙W)ᵀ(C⊙W) − I = diag(3, −1)
+    assert float(isometry.objective_terms(entries)[0]) == pytest.approx(np.sqrt(10.0))
+
+
+def test_hand_checked_2x2_singular_values():
+    w = np.array([[2.0, 0.0], [0.0, 0.5]], np.float32)
+    model = _linear_net([w], activation="tanh")
+    report = sniptf.jacobian_singular_values(model, np.zeros((1, 2), np.float32))
+    # tanh'(0) = 1, so J = Wᵀ: singular values 2 and 0.5
+    np.testing.assert_allclose(sorted(report.layers[0].values.ravel()), [0.5, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(sorted(report.end_to_end.values.ravel()), [0.5, 2.0], rtol=1e-6)
+    assert report.layers[0].method == "jacobian"
+    assert report.end_to_end.max == pytest.approx(2.0) and report.end_to_end.min == pytest.approx(0.5)
+
+
+def test_orthogonal_linear_net_has_unit_singular_values():
+    init = keras.initializers.Orthogonal(seed=1)
+    kernels = [np.asarray(init((16, 16))) for _ in range(4)]
+    model = sniptf.wrap(_linear_net(kernels))
+    x = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    report = sniptf.jacobian_singular_values(model, x)
+    assert len(report.layers) == 4
+    for s in report.layers + (report.end_to_end,):
+        np.testing.assert_allclose(s.values, 1.0, atol=1e-5)
+    # and the isometry objective is zero there, with full masks
+    result = sniptf.approximate_isometry(model, steps=0)
+    assert result.history[-1] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_isometry_decreases_and_keeps_pruned_entries_zero():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((20,)), L.Dense(30, activation="tanh"),
+                              L.Dense(30, activation="tanh"), L.Dense(5)])
+    x = np.random.default_rng(1).normal(size=(32, 20)).astype(np.float32)
+    y = np.arange(32) % 5
+    pruned = sniptf.prune(model, (x, y), kappa=0.3)
+    before = sniptf.jacobian_singular_values(pruned, x[:4])
+    result = sniptf.approximate_isometry(pruned, steps=300, learning_rate=0.1)
+    assert len(result.history) == 301
+    assert result.history[-1] < 0.5 * result.history[0]
+    for e in sniptf.transform.masked_entries(pruned):
+        assert np.all(e.weight.numpy()[e.mask.numpy() == 0] == 0.0)
+    assert sniptf.sparsity(pruned).kept == sniptf.selection.kept_count(0.3, 20 * 30 + 30 * 30 + 30 * 5)
+    after = sniptf.jacobian_singular_values(pruned, x[:4])
+    # AI moves the layerwise singular values towards 1
+    gap = lambda r: np.mean([abs(s.mean - 1.0) for s in r.layers])
+    assert gap(after) < gap(before)
+    # rectangular kernels use the smaller Gram matrix and say so
+    assert result.gram == {"dense/kernel": "WWᵀ (20×20)", "dense_1/kernel": "WᵀW (30×30)",
+                           "dense_2/kernel": "WᵀW (5×5)"}
+
+
+def test_prune_with_isometry_and_conv_kernels():
+    keras.utils.set_random_seed(0)
+    model = sniptf.models.get("lenet5_caffe", (28, 28, 1), 10)
+    x, y = sniptf.data.load_numpy("mnist10k", "validation")
+    plain = sniptf.prune(model, (x[:50], y[:50]), kappa=0.05)
+    with_ai = sniptf.prune(model, (x[:50], y[:50]), kappa=0.05, isometry={"steps": 50})
+    entries = sniptf.transform.masked_entries(with_ai)
+    for a, b in zip(sniptf.transform.masked_entries(plain), entries):
+        np.testing.assert_array_equal(a.mask.numpy(), b.mask.numpy())
+    terms = lambda m: sum(float(t) for t in isometry.objective_terms(sniptf.transform.masked_entries(m)))
+    assert terms(with_ai) < terms(plain)
+    with pytest.raises(TypeError, match="Received: isometry='yes'"):
+        sniptf.prune(model, (x[:50], y[:50]), isometry="yes")
+
+
+def test_conv_layers_too_large_report_kernel_singular_values():
+    model = sniptf.models.get("lenet5_caffe", (28, 28, 1), 10)
+    x, _ = sniptf.data.load_numpy("mnist10k", "validation")
+    # conv1: 784 x 11,520 and conv2: 2,880 x 3,200 Jacobian entries; fc1: 800 x 500
+    report = sniptf.jacobian_singular_values(model, x[:2], max_entries=5_000_000)
+    assert [(s.name, s.method) for s in report.layers] == [
+        ("conv1", "kernel"), ("conv2", "kernel"), ("fc1", "jacobian"), ("fc2", "jacobian")]
+    assert report.layers[1].values.shape == (1, 50)  # the [5*5*20, 50] kernel's
+    assert report.layers[2].values.shape == (2, 500)  # min(in, out) per example
+    assert report.end_to_end.values.shape == (2, 10)
+    assert not sniptf.jacobian_singular_values(model, x[:2], layerwise=False).layers
+
+
+def test_delta_orthogonal():
+    kernel = np.array(initializers.DeltaOrthogonal(seed=0)((3, 3, 4, 6)))
+    centre = kernel[1, 1]
+    np.testing.assert_allclose(centre @ centre.T, np.eye(4), atol=1e-6)
+    kernel[1, 1] = 0
+    assert not kernel.any()
+    dense = np.asarray(initializers.get("delta_orthogonal")((5, 5)))
+    np.testing.assert_allclose(dense.T @ dense, np.eye(5), atol=1e-6)
+    with pytest.raises(ValueError, match=r"cin <= cout.*cin=6, cout=4"):
+        initializers.DeltaOrthogonal()((3, 3, 6, 4))
+    with pytest.raises(ValueError, match="odd kernel sizes"):
+        initializers.DeltaOrthogonal()((2, 2, 3, 4))
+    # usable by name in the zoo: an orthogonal conv net is an isometry per layer (linear part)
+    model = sniptf.models.get("simple_cnn", (28, 28, 1), 10, kernel_initializer="delta_orthogonal")
+    conv2 = model.get_layer("conv2").kernel.numpy()[2, 2]
+    np.testing.assert_allclose(conv2 @ conv2.T, np.eye(32), atol=1e-5)
+
+
+def test_isometry_errors():
+    model = _linear_net([np.eye(2, dtype=np.float32)])
+    with pytest.raises(ValueError, match="no masked kernel"):
+        sniptf.approximate_isometry(model)
+    wrapped = sniptf.wrap(model)
+    with pytest.raises(ValueError, match="Received: steps=-1"):
+        sniptf.approximate_isometry(wrapped, steps=-1)
+    with pytest.raises(ValueError, match="Received: learning_rate=0"):
+        sniptf.approximate_isometry(wrapped, learning_rate=0)
+    with pytest.raises(ValueError, match="Received: optimizer='lbfgs'"):
+        sniptf.approximate_isometry(wrapped, optimizer="lbfgs")
