@@ -6,10 +6,11 @@ Prints, for each measurement, both timings and their ratio:
 1. saliency time for one batch / one compiled dense forward+backward on the
    same batch (LeNet-5-Caffe and a VGG-style conv net): the first call on a
    freshly wrapped model vs a freshly traced dense step (tracing included in
-   both, as a user pays it), a repeat call vs a warm dense step, and the cost
-   of each extra batch with num_batches > 1 vs a warm dense step;
+   both, as a user pays it), a repeat call vs a warm dense step, and
+   num_batches=5 vs five warm dense steps;
 2. masked training epoch / dense training epoch (same model, data, optimizer)
-   for LeNet-300-100 and LeNet-5-Caffe;
+   for LeNet-300-100 and LeNet-5-Caffe, in wall and process CPU time, with
+   Keras's default compilation and with XLA (jit_compile=True);
 3. mask selection for 100M prunable weights (25 Dense 2000x2000): wall time
    and peak extra memory, against the time of np.partition alone.
 """
@@ -32,7 +33,8 @@ from absl import flags  # noqa: E402
 import sniptf  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("repeats", 9, "Timed repetitions (the median is reported).", lower_bound=1)
+flags.DEFINE_integer("repeats", 15, "Interleaved pairs per ratio (at least 15; 25 for training).",
+                     lower_bound=1)
 flags.DEFINE_multi_enum("only", ["saliency", "training", "selection"],
                         ["saliency", "training", "selection"], "Which benchmarks to run.")
 
@@ -50,17 +52,34 @@ def vgg_style(input_shape, num_classes):
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x), name="vgg_style")
 
 
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def timed(fn):
+    """(wall, cpu) seconds of one call."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def compare(name, label, fn_a, fn_b, pairs):
+    """Interleaves fn_a / fn_b `pairs` times; prints the median per-pair ratio a/b
+    (and its IQR) in wall and process CPU time. This VM's speed drifts by tens
+    of percent over seconds, so only side-by-side ratios mean anything."""
+    a, b = [], []
+    for i in range(pairs):
+        first, second = (fn_a, fn_b) if i % 2 == 0 else (fn_b, fn_a)
+        t1, t2 = timed(first), timed(second)
+        a.append(t1 if i % 2 == 0 else t2)
+        b.append(t2 if i % 2 == 0 else t1)
+    a, b = np.array(a), np.array(b)
+    for k, kind in enumerate(("wall", "cpu")):
+        ratios = a[:, k] / b[:, k]
+        q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+        print(f"{name:30s} {label:22s} {kind:4s}: {np.median(a[:, k])*1e3:8.1f} ms vs "
+              f"{np.median(b[:, k])*1e3:8.1f} ms -> ratio {med:.3f} (IQR {q1:.3f}-{q3:.3f}, {pairs} pairs)")
 
 
 def bench_saliency(repeats):
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    pairs = max(repeats, 15)
     for name, build, shape, batch in (
             ("lenet5_caffe", lambda: sniptf.models.get("lenet5_caffe", (28, 28, 1), 10), (28, 28, 1), 100),
             ("vgg_style", lambda: vgg_style((32, 32, 3), 10), (32, 32, 3), 128)):
@@ -78,59 +97,45 @@ def bench_saliency(repeats):
                 return tape.gradient(loss, dense.trainable_variables)
             return step
 
+        fresh = []
+
+        def cold_saliency():
+            sniptf.saliency(fresh.pop(), (x, y))
+
         def cold_dense():
             [g.numpy() for g in dense_step_fn()(x, y)]
 
-        def cold_saliency():
-            fresh = sniptf.wrap(dense)  # a new model: its pass is traced again
-            start = time.perf_counter()
-            sniptf.saliency(fresh, (x, y))
-            return time.perf_counter() - start
-
-        cold_dense()
-        cold_saliency()  # warm Python-level caches for both
-        t_dense_cold = median_time(cold_dense, repeats)
-        t_sal_cold = float(np.median([cold_saliency() for _ in range(repeats)]))
+        # first call on a freshly wrapped model vs a freshly traced dense step
+        fresh.extend(sniptf.wrap(dense) for _ in range(pairs))
+        compare(f"saliency {name}", "first call (traced)", cold_saliency, cold_dense, pairs)
         step = dense_step_fn()
-        [g.numpy() for g in step(x, y)]
-        t_dense_warm = median_time(lambda: [g.numpy() for g in step(x, y)], repeats)
+        warm_dense = lambda: [g.numpy() for g in step(x, y)]
+        warm_dense()
         sniptf.saliency(wrapped, (x, y))
-        t_sal_warm = median_time(lambda: sniptf.saliency(wrapped, (x, y)), repeats)
-        xs = np.concatenate([x] * 11)
-        ys = np.concatenate([y] * 11)
-        t_1 = median_time(lambda: sniptf.saliency(wrapped, (xs[:batch], ys[:batch])), repeats)
-        t_11 = median_time(lambda: sniptf.saliency(wrapped, (xs, ys), batch_size=batch, num_batches=11), repeats)
-        t_extra = (t_11 - t_1) / 10
-        for label, t_sal, t_dense in (("first call (traced)", t_sal_cold, t_dense_cold),
-                                      ("repeat call", t_sal_warm, t_dense_warm),
-                                      ("per extra batch", t_extra, t_dense_warm)):
-            print(f"saliency {name:13s} {label:20s} {t_sal*1e3:8.1f} ms vs dense fwd+bwd "
-                  f"{t_dense*1e3:8.1f} ms -> ratio {t_sal / t_dense:.2f}")
+        compare(f"saliency {name}", "repeat call", lambda: sniptf.saliency(wrapped, (x, y)),
+                warm_dense, pairs)
+        xs, ys = np.concatenate([x] * 5), np.concatenate([y] * 5)
+        sniptf.saliency(wrapped, (xs, ys), batch_size=batch, num_batches=5)
+        five = lambda: sniptf.saliency(wrapped, (xs, ys), batch_size=batch, num_batches=5)
+        five_dense = lambda: [warm_dense() for _ in range(5)]
+        compare(f"saliency {name}", "5 batches", five, five_dense, pairs)
 
 
 def bench_training(repeats):
     x, y = sniptf.data.load_numpy("mnist10k", "train")
-    for name in ("lenet_300_100", "lenet5_caffe"):
+    pairs = max(repeats, 25)
+    for name, jit in (("lenet_300_100", False), ("lenet5_caffe", False),
+                      ("lenet_300_100", True), ("lenet5_caffe", True)):
         keras.utils.set_random_seed(0)
         dense = sniptf.models.get(name, (28, 28, 1), 10)
         masked = sniptf.prune(dense, (x[:100], y[:100]), kappa=0.05)
-        times = {}
-        models = {"dense": dense, "masked": masked}
-        for key, model in models.items():
+        for model in (dense, masked):
             model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                          keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
             model.fit(x, y, batch_size=100, epochs=1, verbose=0)  # trace
-        # interleave so machine noise hits both alike
-        samples = {"dense": [], "masked": []}
-        for _ in range(repeats):
-            for key, model in models.items():
-                start = time.perf_counter()
-                model.fit(x, y, batch_size=100, epochs=1, verbose=0)
-                samples[key].append(time.perf_counter() - start)
-        for key in samples:
-            times[key] = float(np.median(samples[key]))
-        print(f"training {name:13s} epoch: masked {times['masked']*1e3:7.1f} ms vs dense "
-              f"{times['dense']*1e3:7.1f} ms -> ratio {times['masked'] / times['dense']:.3f}")
+        epoch = lambda m: (lambda: m.fit(x, y, batch_size=100, epochs=1, verbose=0))
+        compare(f"training {name}{' (XLA)' if jit else ''}", "masked / dense epoch",
+                epoch(masked), epoch(dense), pairs)
 
 
 def bench_selection(repeats):

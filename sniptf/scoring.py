@@ -109,7 +109,7 @@ def _per_example(loss_fn, y, pred):
 
 
 def _gradient_pass(model, masks, loss_fn, training):
-    """A compiled step: per-replica ∂(Σ loss)/∂c, reduced over replicas."""
+    """A compiled step: ∂(mean loss)/∂c over the global batch, reduced over replicas."""
     strategy = tf.distribute.get_strategy()
 
     def replica_step(x, y):
@@ -122,19 +122,22 @@ def _gradient_pass(model, masks, loss_fn, training):
 
     @tf.function(reduce_retracing=True)
     def step(x, y):
-        return strategy.run(replica_step, args=(x, y))
+        grads, total, count = strategy.run(replica_step, args=(x, y))
+        reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+        count = reduce(count)  # examples seen over all replicas: the global batch
+        return [reduce(g) / count for g in grads], reduce(total) / count, count
+
+    def split(batch):
+        def part(ctx):
+            n, i = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
+            cut = lambda t: t[(tf.shape(t)[0] * i) // n:(tf.shape(t)[0] * (i + 1)) // n]
+            return tf.nest.map_structure(cut, batch)
+        return strategy.experimental_distribute_values_from_function(part)
 
     def run(batch):
-        def split(ctx):
-            n, i = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
-            def part(t):
-                size = tf.shape(t)[0]
-                return t[(size * i) // n:(size * (i + 1)) // n]
-            return tf.nest.map_structure(part, batch)
-        x, y = strategy.experimental_distribute_values_from_function(split)
-        grads, total, count = step(x, y)
-        reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-        return [reduce(g) for g in grads], reduce(total), reduce(count)
+        # one replica (no strategy, or a single device) takes the batch as it is
+        x, y = split(batch) if strategy.num_replicas_in_sync > 1 else batch
+        return step(x, y)
 
     return run
 
@@ -221,18 +224,17 @@ def _accumulated_gradients(model, entries, dataset, num_batches, loss,
         for index, (x, y) in enumerate(data_utils.batches(dataset, num_batches, batch_size)):
             data_utils.check_fits(model, x, y, index)
             try:
-                grads, loss_sum, count = run((x, y))
+                grads, mean, _ = run((x, y))
             except (tf.errors.InvalidArgumentError, ValueError) as e:
                 raise ValueError(
                     f"Scoring failed on batch {index} (x shape {data_utils.shape_of(x)}, "
                     f"y shape {data_utils.shape_of(y)}): {str(e).splitlines()[0]}"
                 ) from e
-            mean = float(loss_sum) / max(float(count), 1.0)
+            mean = float(mean)
             if not np.isfinite(mean):
                 raise ValueError(
                     f"The loss is not finite on batch {index} (loss={mean}); check the "
                     "inputs for NaN/inf and the model's initialization.")
-            grads = [g / count for g in grads]
             total = grads if total is None else [a + b for a, b in zip(total, grads)]
             seen += 1
     finally:
