@@ -284,3 +284,16 @@ def resnet8(input_shape, num_classes, kernel_initializer="he_normal"):
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
     return keras.Model(inputs, outputs, name="resnet8")
+
+
+@register_model("mlp7")
+def mlp7(input_shape, num_classes, kernel_initializer="variance_scaling", activation="tanh",
+         width=100, depth=7):
+    """A deep MLP for signal-propagation studies (Lee et al., ICLR 2020): `depth` Dense
+    layers (`depth - 1` hidden of `width` units with `activation`, then the logits)."""
+    inputs = keras.Input(input_shape)
+    x = layers.Flatten()(inputs)
+    for i in range(depth - 1):
+        x = layers.Dense(width, activation, kernel_initializer=kernel_initializer, name=f"fc{i + 1}")(x)
+    outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name=f"fc{depth}")(x)
+    return keras.Model(inputs, outputs, name="mlp7")

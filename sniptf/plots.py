@@ -1,0 +1,62 @@
+"""Figures for the recorded results (matplotlib, written as PNG)."""
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def jsv_vs_sparsity(rows, path, title=""):
+    """Mean layerwise JSV (± std) against sparsity, one panel per activation."""
+    activations = sorted({r["activation"] for r in rows})
+    fig, axes = plt.subplots(1, len(activations), figsize=(5.2 * len(activations), 3.8), squeeze=False)
+    for ax, activation in zip(axes[0], activations):
+        for init in sorted({r["init"] for r in rows}):
+            for ai, style in ((False, "--"), (True, "-")):
+                pts = sorted((r["sparsity"], r["jsv_mean"], r["jsv_std"]) for r in rows
+                             if r["activation"] == activation and r["init"] == init and
+                             (r["isometry"] == ai or r["sparsity"] == 0.0))
+                if not pts:
+                    continue
+                s, m, sd = zip(*pts)
+                label = f"{init}{' + AI' if ai else ''}"
+                ax.errorbar([100 * v for v in s], m, yerr=sd, linestyle=style, marker="o",
+                            capsize=3, label=label, alpha=0.85)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_title(f"{activation} MLP")
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel("layerwise JSV (mean ± std)")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def training_curves(rows, path, key="train_loss", ylabel="training loss", title=""):
+    """One line per (sparsity, isometry) run: `key` per epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, sparsity in enumerate(sorted({r["sparsity"] for r in rows})):
+        for r in rows:
+            if r["sparsity"] != sparsity:
+                continue
+            ax.plot(range(1, len(r[key]) + 1), r[key], color=colors[i % len(colors)],
+                    linestyle="-" if r["isometry"] else "--",
+                    label=f"{100 * sparsity:g}% sparse{' + AI' if r['isometry'] else ''}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
