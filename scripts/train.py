@@ -62,8 +62,13 @@ def main(argv):
         config.validate()
     except (ValueError, TypeError) as e:
         raise app.UsageError(str(e)) from e
+    try:  # before any data is loaded: an unreachable TPU fails here, naming --tpu
+        strategy = distribute.make_strategy(config.strategy, tpu=config.tpu,
+                                            num_cpu_devices=config.num_cpu_devices or None)
+    except (ValueError, TimeoutError, RuntimeError) as e:
+        raise app.UsageError(str(e)) from e
     FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
-    training.run(config)
+    training.run(config, strategy)
     logging.info("metrics written to %s", os.path.join(FLAGS.output_dir, "metrics.json"))
 
 

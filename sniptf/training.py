@@ -243,8 +243,10 @@ def _initializer_kwargs(config):
     return {"kernel_initializer": config.kernel_initializer} if config.kernel_initializer else {}
 
 
-def run(config):
+def run(config, strategy=None):
     """Prunes at initialization, trains, evaluates and exports; returns the metrics.
+
+    `strategy` defaults to `distribute.make_strategy(config.strategy, ...)`.
 
     Writes into `config.output_dir`: `metrics.json`, `logs/` (TensorBoard),
     `backup/` (while training; a rerun of the same command resumes from it),
@@ -253,8 +255,9 @@ def run(config):
     """
     config.validate()
     wall_start = time.perf_counter()
-    strategy = distribute.make_strategy(config.strategy, tpu=config.tpu,
-                                        num_cpu_devices=config.num_cpu_devices or None)
+    if strategy is None:
+        strategy = distribute.make_strategy(config.strategy, tpu=config.tpu,
+                                            num_cpu_devices=config.num_cpu_devices or None)
     chief = distribute.is_chief(strategy)
     out = config.output_dir if chief else os.path.join(config.output_dir, ".workers",
                                                        str(strategy.cluster_resolver.task_id))

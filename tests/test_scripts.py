@@ -92,3 +92,22 @@ def test_make_mnist10k_reproduces_the_bundled_split(tmp_path):
     for split in data.SPLITS:
         assert rebuilt[f"x_{split}"].shape == arrays[f"x_{split}"].shape
         assert np.bincount(rebuilt[f"y_{split}"]).tolist() == np.bincount(arrays[f"y_{split}"]).tolist()
+
+
+def test_signal_propagation_script_writes_figures_and_tables(tmp_path, capsys):
+    module = _load("signal_propagation")
+    out, figures = tmp_path / "out", tmp_path / "figures"
+    _run(module, ["signal_propagation", "--sparsities=0,0.9", "--train_sparsities=0.9", "--epochs=1",
+                  "--isometry_steps=5", "--width=16", "--depth=3", "--transfer_source=mnist10k",
+                  "--transfer_target=mnist10k", f"--output_dir={out}", f"--figures_dir={figures}"])
+    results = json.load(open(out / "results.json"))["results"]
+    assert set(results) == {"jsv", "trainability", "supervision", "transfer"}
+    # tanh/relu x 2 inits x (dense + 90% with and without AI)
+    assert len(results["jsv"]) == 2 * 2 * 3
+    assert {r["mask_from"] for r in results["transfer"]} == {"source", "target", "random"}
+    assert (figures / "jsv_vs_sparsity.png").stat().st_size > 10_000
+    assert (figures / "trainability.png").stat().st_size > 10_000
+    tables = (out / "tables.md").read_text()
+    assert "Pruning without supervision" in tables and "| unsupervised |" in tables
+    with pytest.raises(app.UsageError, match="--sparsities must be in"):
+        _run(module, ["signal_propagation", "--sparsities=1.5", f"--output_dir={out}"])

@@ -163,6 +163,20 @@ def test_tpu_strategy_fails_fast_naming_the_flag():
         distribute.make_strategy("horovod")
 
 
+def test_train_script_with_unreachable_tpu_exits_fast(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, TRAIN, "--strategy=tpu", f"--tpu=grpc://127.0.0.1:{port}",
+                           f"--output_dir={tmp_path / 'tpu'}"], env=_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0
+    assert f"--tpu='grpc://127.0.0.1:{port}'" in proc.stderr
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "tpu" / "flags.txt").exists()
+
+
 def test_mirrored_training_matches_single_device_mask(default_run, tmp_path):
     out = str(tmp_path / "mirrored")
     proc = subprocess.run([sys.executable, TRAIN, *TINY, "--strategy=mirrored", "--num_cpu_devices=2",
