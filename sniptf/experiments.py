@@ -47,11 +47,11 @@ def compare_pruning(*, model_name="lenet_300_100", dataset="mnist10k", kappa=0.0
         `(rows, pruned)`: one dict per run (name, test/validation error,
         sparsity, kept weights per layer) and the pruned models by criterion.
     """
+    keras.utils.set_random_seed(seed)  # first: seeded tf.data shuffles use the global seed too
     info = data_lib.info(dataset)
     split = lambda s, shuffle=False: data_lib.load(
         dataset, s, batch_size=batch_size, shuffle=shuffle, seed=seed)
     train, validation, test = split("train", shuffle=True), split("validation"), split("test")
-    keras.utils.set_random_seed(seed)
     dense = models_lib.get(model_name, info.input_shape, info.num_classes)
     score_batch = next(iter(data_lib.load(dataset, "train", batch_size=batch_size,
                                           shuffle=True, seed=seed + 1)))

@@ -258,6 +258,8 @@ def run(config, strategy=None):
     if strategy is None:
         strategy = distribute.make_strategy(config.strategy, tpu=config.tpu,
                                             num_cpu_devices=config.num_cpu_devices or None)
+    # before any data: tf.data's seeded shuffles also depend on the global seed
+    keras.utils.set_random_seed(config.seed)
     chief = distribute.is_chief(strategy)
     out = config.output_dir if chief else os.path.join(config.output_dir, ".workers",
                                                        str(strategy.cluster_resolver.task_id))
@@ -269,7 +271,6 @@ def run(config, strategy=None):
     test = data_lib.load(config.dataset, "test", batch_size=config.batch_size)
     score_batch = next(iter(data_lib.load(config.dataset, "train", batch_size=config.batch_size,
                                           shuffle=True, seed=config.seed + 1)))
-    keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         dense = models_lib.get(config.model, info.input_shape, info.num_classes,
                                **_initializer_kwargs(config))

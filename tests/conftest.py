@@ -10,3 +10,32 @@ import pytest  # noqa: E402
 def _seed():
     keras.utils.set_random_seed(1234)
     yield
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LOADED_FLAGS = set()
+
+
+def load_script(name):
+    """Imports scripts/<name>.py afresh. Scripts share flag names (--seed, --output_dir),
+    so the flags an earlier load defined are dropped first."""
+    import importlib.util
+
+    from absl import flags
+    for flag in _LOADED_FLAGS & set(flags.FLAGS):
+        delattr(flags.FLAGS, flag)
+    before = set(flags.FLAGS)
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(_ROOT, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _LOADED_FLAGS.update(set(flags.FLAGS) - before)
+    return module
+
+
+def run_main(module, argv):
+    """Parses `argv` into the global flags and runs the script's main."""
+    from absl import flags
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(argv)
+    return module.main([argv[0]])
+

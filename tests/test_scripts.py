@@ -1,6 +1,5 @@
 """Smoke tests: each script's main on a tiny configuration, checking what it wrote."""
 
-import importlib.util
 import json
 import os
 
@@ -9,34 +8,18 @@ import pytest
 import tensorflow as tf
 from absl import app
 from absl import flags
+from conftest import load_script as _load
+from conftest import run_main as _run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-_LOADED_FLAGS = set()
-
-
-def _load(name):
-    """Imports scripts/<name>.py afresh; scripts share flag names, so drop earlier ones."""
-    for flag in _LOADED_FLAGS & set(flags.FLAGS):
-        delattr(flags.FLAGS, flag)
-    before = set(flags.FLAGS)
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    _LOADED_FLAGS.update(set(flags.FLAGS) - before)
-    return module
 
 
 @pytest.fixture
 def demo():
     return _load("demo")
 
-
-def _run(module, argv):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(argv)
-    return module.main([argv[0]])
 
 
 def test_demo_writes_results_and_saved_model(demo, tmp_path, capsys):

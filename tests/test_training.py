@@ -1,7 +1,6 @@
 """Training at scale: the train/export scripts, schedules, strategies, preemption."""
 
 import glob
-import importlib.util
 import json
 import os
 import signal
@@ -16,6 +15,8 @@ import pytest
 import tensorflow as tf
 from absl import app
 from absl import flags
+from conftest import load_script as _load
+from conftest import run_main as _run_main
 
 import sniptf
 from sniptf import distribute
@@ -25,24 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
 TINY = ["--model=lenet_300_100", "--dataset=mnist10k", "--train_steps=40", "--eval_every=20",
         "--batch_size=32", "--kappa=0.05", "--learning_rate=0.05", "--seed=3"]
-_LOADED_FLAGS = set()
 
-
-def _load(name):
-    for flag in _LOADED_FLAGS & set(flags.FLAGS):
-        delattr(flags.FLAGS, flag)
-    before = set(flags.FLAGS)
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    _LOADED_FLAGS.update(set(flags.FLAGS) - before)
-    return module
-
-
-def _run_main(module, argv):
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(argv)
-    return module.main([argv[0]])
 
 
 def _env(**extra):
