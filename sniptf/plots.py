@@ -60,3 +60,59 @@ def training_curves(rows, path, key="train_loss", ylabel="training loss", title=
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def mask_patterns(maps, path, title=""):
+    """`maps[b]` = [classes, H, W] kept first-layer connections per pixel; one row per b."""
+    sizes = sorted(maps)
+    classes = maps[sizes[0]].shape[0]
+    fig, axes = plt.subplots(len(sizes), classes, figsize=(1.3 * classes, 1.45 * len(sizes)), squeeze=False)
+    for row, b in enumerate(sizes):
+        for c in range(classes):
+            ax = axes[row][c]
+            ax.imshow(maps[b][c], cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(str(c), fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"b = {b}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def memorization(result, path, title=""):
+    """Training accuracy on shuffled labels per epoch, dense vs pruned."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, curve in result["train_accuracy"].items():
+        ax.plot(range(1, len(curve) + 1), curve, label=label)
+    ax.axhline(0.1, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training accuracy (random labels)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def layer_sparsity(rows, path, title=""):
+    """Kept fraction per layer, one bar group per layer, one bar per (model, sparsity)."""
+    fig, axes = plt.subplots(1, len({r["model"] for r in rows}), figsize=(11, 3.8), squeeze=False)
+    for ax, model in zip(axes[0], sorted({r["model"] for r in rows})):
+        sel = [r for r in rows if r["model"] == model]
+        layers = list(sel[0]["sparsity_per_layer"])
+        width = 0.8 / len(sel)
+        for i, r in enumerate(sel):
+            kept = [100 * (1 - r["sparsity_per_layer"][l]) for l in layers]
+            ax.bar([j + i * width for j in range(len(layers))], kept, width,
+                   label=f"{r['criterion']} {100 * r['sparsity']:.0f}%")
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers)
+        ax.set_yscale("log")
+        ax.set_ylabel("kept weights per layer (%)")
+        ax.set_title(model, fontsize=10)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

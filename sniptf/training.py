@@ -296,6 +296,7 @@ def run(config, strategy=None):
     best_path = os.path.join(checkpoints, "best.keras")
     callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.TerminateOnNaN(),
         TrainingLogs(),
         BestModel(best_path),
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
@@ -309,14 +310,20 @@ def run(config, strategy=None):
     model.fit(train, validation_data=validation, epochs=epochs, steps_per_epoch=config.eval_every, shuffle=False,
               callbacks=callbacks, verbose=0)
     steps = int(model.optimizer.iterations.numpy())
+    diverged = steps < config.train_steps
+    if diverged:
+        logging.warning("the loss became NaN at step %d; training stopped (diverged)", steps)
     with strategy.scope():
         best = keras.models.load_model(best_path) if os.path.exists(best_path) else model
         best.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                      metrics=["accuracy"])
         _build_for_multi_worker(best, strategy, score_batch)
     _, test_accuracy = best.evaluate(test, verbose=0)
-    with open(best_path + ".json") as f:
-        best_info = json.load(f)
+    try:
+        with open(best_path + ".json") as f:
+            best_info = json.load(f)
+    except OSError:  # diverged before the first validation
+        best_info = {"value": float("nan"), "step": 0}
     report = sparsity(best) if config.criterion != NO_PRUNING else None
     metrics = {
         "model": config.model, "dataset": config.dataset, "criterion": config.criterion,
@@ -330,6 +337,7 @@ def run(config, strategy=None):
         "best_step": best_info["step"],
         "test_error": 1.0 - float(test_accuracy),
         "steps": steps,
+        "diverged": diverged,
         "wall_time_seconds": time.perf_counter() - wall_start,
         "resumed_after_epoch": resumed_epoch,
         "strategy": config.strategy,

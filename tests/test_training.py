@@ -219,3 +219,12 @@ def test_sigkill_mid_training_then_same_command_resumes(tmp_path):
     assert metrics["steps"] == 1000
     assert metrics["mask_digest_final"] == metrics["mask_digest_at_prune"]
     assert metrics["kept_weights"] == round(0.05 * 430_500)
+
+
+def test_divergence_stops_training_and_is_recorded(tmp_path):
+    config = training.TrainConfig(model="lenet_300_100", dataset="mnist10k", criterion="none",
+                                  train_steps=200, eval_every=20, batch_size=32, learning_rate=1e6,
+                                  lr_schedule="constant", output_dir=str(tmp_path / "nan"))
+    metrics = training.run(config)
+    assert metrics["diverged"] is True and metrics["steps"] < 200
+    assert json.load(open(tmp_path / "nan" / "metrics.json"))["diverged"] is True
