@@ -12,17 +12,17 @@ from sniptf.report import sparsity
 
 
 def train_and_evaluate(model, train, validation, test, *, epochs, learning_rate,
-                       momentum=0.9, weight_decay=0.0):
-    """Trains with SGD+momentum and returns errors of the best-validation epoch.
+                       momentum=0.9, weight_decay=0.0, optimizer=None):
+    """Trains (SGD+momentum unless `optimizer` is given) and returns the errors of
+    the best-validation epoch and the per-epoch history.
 
     The weights of the epoch with the best validation accuracy are restored
     before the test evaluation (model selection never looks at test).
     """
-    model.compile(
-        keras.optimizers.SGD(learning_rate, momentum=momentum,
-                             weight_decay=weight_decay or None),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
+    optimizer = optimizer or keras.optimizers.SGD(learning_rate, momentum=momentum,
+                                                  weight_decay=weight_decay or None)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs,
                                          restore_best_weights=True)
     start = time.perf_counter()
@@ -35,6 +35,7 @@ def train_and_evaluate(model, train, validation, test, *, epochs, learning_rate,
         "validation_error": 1.0 - float(max(history.history["val_accuracy"])),
         "best_epoch": int(np.argmax(history.history["val_accuracy"])) + 1,
         "train_seconds": seconds,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
     }
 
 
@@ -67,6 +68,7 @@ def compare_pruning(*, model_name="lenet_300_100", dataset="mnist10k", kappa=0.0
         report = sparsity(model)
         result = train_and_evaluate(model, train, validation, test, epochs=epochs,
                                     learning_rate=learning_rate)
+        result.pop("history")
         rows.append({"run": name, **result, "sparsity": report.sparsity,
                      "kept": report.kept, "total": report.total.total,
                      "kept_per_layer": {c.name: c.kept for c in report.layers}})

@@ -31,10 +31,9 @@ class DeltaOrthogonal(keras.initializers.Initializer):
 
     def __call__(self, shape, dtype=None):
         shape = tuple(int(d) for d in shape)
-        # unseeded: draw from numpy's global RNG, which keras.utils.set_random_seed seeds
-        rng = np.random.default_rng(self.seed if self.seed is not None else np.random.randint(2**31))
+        orthogonal = keras.initializers.Orthogonal(gain=self.gain, seed=self.seed)
         if len(shape) == 2:
-            return keras.ops.convert_to_tensor(self.gain * _orthogonal(shape, rng), dtype=dtype)
+            return orthogonal(shape, dtype=dtype)
         if len(shape) < 3:
             raise ValueError(f"delta_orthogonal needs a kernel of rank >= 2. Received: shape={shape}")
         *taps, cin, cout = shape
@@ -46,21 +45,13 @@ class DeltaOrthogonal(keras.initializers.Initializer):
         if any(t % 2 == 0 for t in taps):
             raise ValueError(
                 f"delta_orthogonal needs odd kernel sizes (a centre tap). Received: shape={shape}")
-        kernel = np.zeros(shape, np.float64)
-        kernel[tuple(t // 2 for t in taps)] = self.gain * _orthogonal((cin, cout), rng)
+        kernel = np.zeros(shape, np.float32)
+        # Keras's orthogonal gives orthonormal rows when cin < cout
+        kernel[tuple(t // 2 for t in taps)] = keras.ops.convert_to_numpy(orthogonal((cin, cout)))
         return keras.ops.convert_to_tensor(kernel, dtype=dtype)
 
     def get_config(self):
         return {"gain": self.gain, "seed": self.seed}
-
-
-def _orthogonal(shape, rng):
-    """A [rows, cols] matrix with orthonormal rows (rows <= cols) or columns."""
-    rows, cols = shape
-    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
-    q, r = np.linalg.qr(a)
-    q *= np.sign(np.diag(r))  # uniform (Haar) distribution
-    return q if rows >= cols else q.T
 
 
 def get(identifier):

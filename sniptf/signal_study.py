@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from sniptf import data as data_lib
 from sniptf import models as models_lib
+from sniptf.experiments import train_and_evaluate
 from sniptf.isometry import approximate_isometry
 from sniptf.jacobian import jacobian_singular_values
 from sniptf.pruning import prune
@@ -79,14 +80,9 @@ def _train(model, dataset, epochs, batch_size, learning_rate, seed):
     train = data_lib.load(dataset, "train", batch_size=batch_size, shuffle=True, seed=seed)
     validation = data_lib.load(dataset, "validation", batch_size=500)
     test = data_lib.load(dataset, "test", batch_size=500)
-    model.compile(keras.optimizers.SGD(learning_rate, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs,
-                                         restore_best_weights=True)
-    history = model.fit(train, validation_data=validation, epochs=epochs, verbose=0, shuffle=False,
-                        callbacks=[best])
-    _, accuracy = model.evaluate(test, verbose=0)
-    return history.history, 1.0 - float(accuracy)
+    result = train_and_evaluate(model, train, validation, test, epochs=epochs,
+                                learning_rate=learning_rate)
+    return result["history"], result["test_error"]
 
 
 def trainability(*, dataset="mnist10k", activation="tanh", init="variance_scaling",

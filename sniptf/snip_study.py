@@ -14,6 +14,7 @@ from sniptf import data as data_lib
 from sniptf import models as models_lib
 from sniptf import training
 from sniptf import transform
+from sniptf.experiments import train_and_evaluate
 from sniptf.pruning import prune
 
 # The paper's sparsity levels per model (kept fractions).
@@ -95,16 +96,12 @@ def sequential(*, dataset="mnist10k", models=("lstm_s", "gru_s"), kappa=0.05, ep
                                  ("snip", prune(dense, batch, kappa=kappa, seed=seed))):
                 if label == "dense":
                     model.set_weights(dense.get_weights())
-                model.compile(keras.optimizers.Adam(learning_rate),
-                              keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                              metrics=["accuracy"])
-                best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
-                                                     patience=epochs, restore_best_weights=True)
-                model.fit(train, validation_data=validation, epochs=epochs, verbose=0,
-                          shuffle=False, callbacks=[best])
-                _, accuracy = model.evaluate(test, verbose=0)
-                rows.append({"model": name, "run": label, "seed": seed, "kappa": kappa if label == "snip" else 1.0,
-                             "test_error": 1.0 - float(accuracy)})
+                result = train_and_evaluate(model, train, validation, test, epochs=epochs,
+                                            learning_rate=learning_rate,
+                                            optimizer=keras.optimizers.Adam(learning_rate))
+                rows.append({"model": name, "run": label, "seed": seed,
+                             "kappa": kappa if label == "snip" else 1.0,
+                             "test_error": result["test_error"]})
     return rows
 
 
