@@ -94,3 +94,30 @@ def test_signal_propagation_script_writes_figures_and_tables(tmp_path, capsys):
     assert "Pruning without supervision" in tables and "| unsupervised |" in tables
     with pytest.raises(app.UsageError, match="--sparsities must be in"):
         _run(module, ["signal_propagation", "--sparsities=1.5", f"--output_dir={out}"])
+
+
+def test_snip_experiments_script_smoke(tmp_path):
+    module = _load("snip_experiments")
+    out, figures = tmp_path / "out", tmp_path / "figures"
+    argv = ["snip_experiments", "--datasets=mnist10k", "--seeds=0", "--epochs_scale=1",
+            "--sequential_epochs=1", "--memorization_epochs=2", f"--output_dir={out}",
+            f"--figures_dir={figures}"]
+    _run(module, argv)
+    results = json.load(open(out / "results.json"))
+    table = results["table"]
+    # dense + 3 criteria x 2 sparsities, for both LeNets
+    assert len(table) == 14 and {r["seeds"] for r in table} == {1}
+    snip98 = next(r for r in table if r["model"] == "lenet_300_100" and r["criterion"] == "snip"
+                  and r["kappa"] == 0.02)
+    assert snip98["sparsity"] == pytest.approx(0.98)
+    assert {r["run"] for r in results["sequential"]} == {"dense", "snip"}
+    assert np.array(results["patterns"]["100"]).shape == (10, 28, 28)
+    assert len(results["memorization"]["train_accuracy"]["snip"]) == 2
+    for name in ("snip_layer_sparsity", "snip_patterns", "snip_memorization"):
+        assert (figures / f"{name}.png").stat().st_size > 5_000
+    # finished table runs are skipped on a rerun
+    before = os.path.getmtime(next((out / "runs").rglob("metrics.json")))
+    _run(module, argv[:1] + ["--experiments=table"] + argv[1:])
+    assert os.path.getmtime(next((out / "runs").rglob("metrics.json"))) == before
+    with pytest.raises(app.UsageError, match="Unknown --datasets"):
+        _run(module, ["snip_experiments", "--datasets=imagenet", f"--output_dir={out}"])
