@@ -83,7 +83,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
             f"Model '{model.name}' has no prunable layer. Supported layer types: "
             f"{', '.join(registry.supported_layers())}; register others with "
             "sniptf.register_prunable.")
-    transform.apply_masks(entries, [np.ones(e.mask.shape, bool) for e in entries])
+    for e in entries:  # score at c = 1, also when re-pruning a pruned model
+        e.mask.assign(np.ones(e.mask.shape, e.mask.dtype))
     scores = saliency_lib.saliency(
         pruned, dataset, criterion=criterion, num_batches=num_batches, loss=loss,
         batch_size=batch_size, seed=seed, bn_training=bn_training)
