@@ -1,8 +1,10 @@
 """sniptf: sparse neural networks pruned at initialization, for Keras 3."""
 
 from sniptf import data
+from sniptf import distribute
 from sniptf import initializers
 from sniptf import models
+from sniptf import training
 from sniptf.isometry import approximate_isometry
 from sniptf.jacobian import jacobian_singular_values
 from sniptf.masked_layer import MaskedLayer
