@@ -17,16 +17,15 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app
+from absl import flags
 
-import sniptf  # noqa: E402
+import sniptf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", None, "Application names; default: all.")

@@ -1,58 +1,11 @@
 """The main job: SNIP vs random pruning vs dense LeNet-300-100 on mnist10k.
 
-    python scripts/demo.py --output_dir=out/demo
-
-Prunes LeNet-300-100 at initialization with SNIP and with random pruning at
---kappa, trains each and the dense net for --epochs, prints a table (test
-error of the best-validation epoch, sparsity, kept weights per layer), and
-exports the SNIP model as a SavedModel under --output_dir.
+A thin shell over `sniptf.commands.demo` (installed as `sniptf-demo`); --help lists the flags.
 """
 
-import json
-import os
-
 from absl import app
-from absl import flags
-from absl import logging
 
-from sniptf import data
-from sniptf import experiments
-from sniptf import models
-from sniptf.saved_model import export
-
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "lenet_300_100", sorted(models.MODELS), "Zoo model.")
-flags.DEFINE_enum("dataset", "mnist10k", sorted(data.DATASETS), "Dataset.")
-flags.DEFINE_float("kappa", 0.02, "Fraction of prunable weights kept.", lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_integer("epochs", 30, "Training epochs per run.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 100, "Batch size (and the SNIP scoring batch).", lower_bound=1)
-flags.DEFINE_float("learning_rate", 0.05, "SGD learning rate (momentum 0.9).", lower_bound=0.0)
-flags.DEFINE_integer("seed", 0, "Seed of the init, data order and masks.")
-flags.DEFINE_string("output_dir", "out/demo", "Where results.json, flags.txt and saved_model/ go.")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if FLAGS.kappa <= 0.0:
-        raise app.UsageError(f"--kappa must be in (0, 1]; got {FLAGS.kappa}")
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    if not os.access(FLAGS.output_dir, os.W_OK):
-        raise app.UsageError(f"--output_dir is not writable: {FLAGS.output_dir}")
-    FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
-    logging.info("training dense, SNIP and random %s on %s", FLAGS.model, FLAGS.dataset)
-    rows, pruned = experiments.compare_pruning(
-        model_name=FLAGS.model, dataset=FLAGS.dataset, kappa=FLAGS.kappa, epochs=FLAGS.epochs,
-        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed)
-    table = experiments.format_table(rows)
-    print(f"\n{FLAGS.model} on {FLAGS.dataset}, kappa={FLAGS.kappa}, {FLAGS.epochs} epochs, "
-          f"seed {FLAGS.seed}\n{table}")
-    with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-    path = os.path.join(FLAGS.output_dir, "saved_model")
-    export(pruned["snip"], path, overwrite=True)
-    print(f"\nSNIP model exported to {path}")
-
+from sniptf.commands.demo import main
 
 if __name__ == "__main__":
     app.run(main)

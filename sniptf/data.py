@@ -126,6 +126,30 @@ def load(name, split, *, batch_size=None, shuffle=False, seed=None,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+Splits = collections.namedtuple("Splits", "train validation test score_batch")
+
+
+def load_splits(name, batch_size, *, seed=0, repeat_train=False):
+    """Train (shuffled with `seed`), validation and test batches plus one scoring batch.
+
+    The scoring batch is the first batch of another shuffle of train (seed
+    `seed + 1`): the authors' one shuffled training batch. Seed the global
+    RNG first (`keras.utils.set_random_seed`): tf.data's seeded shuffles
+    depend on it too.
+
+    Args:
+        repeat_train: drop the last partial train batch and repeat forever
+            (for step-counted training).
+    """
+    train = load(name, "train", batch_size=batch_size, shuffle=True, seed=seed,
+                 drop_remainder=repeat_train)
+    if repeat_train:
+        train = train.repeat()
+    score_batch = next(iter(load(name, "train", batch_size=batch_size, shuffle=True, seed=seed + 1)))
+    return Splits(train, load(name, "validation", batch_size=batch_size),
+                  load(name, "test", batch_size=batch_size), score_batch)
+
+
 def _data_dir(data_dir):
     return data_dir or os.environ.get("SNIPTF_DATA_DIR") or None
 

@@ -41,16 +41,12 @@ def _check_tpu_address(tpu, timeout):
             pass
     except OSError as e:
         raise ValueError(
-            f"No TPU answers at --tpu={tpu!r} ({e}). Pass the TPU's name or its "
+            f"No TPU answers at tpu={tpu!r} ({e}). Pass the TPU's name or its "
             "grpc://host:port address.") from e
 
 
 def _connect_tpu(tpu, timeout):
     """TPUClusterResolver + connect + initialize, given up after `timeout` s."""
-    if not tpu:
-        raise ValueError(
-            "--strategy=tpu needs --tpu=NAME_OR_ADDRESS (the TPU's name, 'local' on a "
-            "TPU VM, or grpc://host:port).")
     _check_tpu_address(tpu, min(timeout, 10))
     result = {}
 
@@ -70,12 +66,30 @@ def _connect_tpu(tpu, timeout):
     thread.join(timeout)
     if thread.is_alive():
         raise TimeoutError(
-            f"Could not reach the TPU --tpu={tpu!r} within {timeout:.0f} s. Check the name or "
+            f"Could not reach the TPU tpu={tpu!r} within {timeout:.0f} s. Check the name or "
             "address and that this machine may use it.")
     if "error" in result:
         raise ValueError(
-            f"Could not connect to the TPU --tpu={tpu!r}: {result['error']}") from result["error"]
+            f"Could not connect to the TPU tpu={tpu!r}: {result['error']}") from result["error"]
     return result["resolver"]
+
+
+def check_strategy(name, *, tpu=None, num_cpu_devices=None):
+    """Checks `make_strategy`'s arguments without creating anything.
+
+    Raises:
+        ValueError: an unknown name, `num_cpu_devices` off `"mirrored"`, or
+            `"tpu"` without `tpu`. (`split_cpu` checks `num_cpu_devices` itself.)
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Unknown strategy. Expected one of {STRATEGIES}. Received: strategy={name!r}")
+    if num_cpu_devices and name != "mirrored":
+        raise ValueError(
+            f"num_cpu_devices only applies to strategy='mirrored'. Received: strategy={name!r}")
+    if name == "tpu" and not tpu:
+        raise ValueError(
+            "strategy='tpu' needs tpu=NAME_OR_ADDRESS (the TPU's name, 'local' on a "
+            "TPU VM, or grpc://host:port). Received: tpu={!r}".format(tpu))
 
 
 def make_strategy(name="default", *, tpu=None, num_cpu_devices=None, tpu_timeout=120.0):
@@ -94,11 +108,7 @@ def make_strategy(name="default", *, tpu=None, num_cpu_devices=None, tpu_timeout
         ValueError: unknown name, missing/unreachable `tpu`, bad `TF_CONFIG`.
         TimeoutError: the TPU did not answer in time.
     """
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy. Expected one of {STRATEGIES}. Received: strategy={name!r}")
-    if num_cpu_devices and name != "mirrored":
-        raise ValueError(
-            f"num_cpu_devices only applies to strategy='mirrored'. Received: strategy={name!r}")
+    check_strategy(name, tpu=tpu, num_cpu_devices=num_cpu_devices)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -114,39 +124,10 @@ def make_strategy(name="default", *, tpu=None, num_cpu_devices=None, tpu_timeout
                 json.loads(config)
             except ValueError as e:
                 raise ValueError(f"TF_CONFIG is not valid JSON: {config!r}") from e
-        _patch_keras_multi_worker_fit()
+        # Keras 3.15's fit needs a workaround under this strategy:
+        # sniptf.training.run applies it around its own fit (see _keras_compat).
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.TPUStrategy(_connect_tpu(tpu, tpu_timeout))
-
-
-def _patch_keras_multi_worker_fit():
-    """Works around two Keras 3.15 bugs that stop `fit` under MultiWorkerMirrored.
-
-    Its step outputs (scalar loss and metrics) are reduced with
-    `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars; here scalars
-    are averaged over replicas with `axis=None`, everything else is left to
-    Keras. (The other bug, in the symbolic build, is handled in training.run.)
-    """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "_sniptf_patched", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and isinstance(
-                strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            def reduce(v):
-                # one replica per worker gives plain tensors, several PerReplica
-                local = strategy.experimental_local_results(v)[0]
-                if getattr(local, "shape", None) is not None and local.shape.rank == 0:
-                    return strategy.reduce("MEAN", v, axis=None)
-                return original(v, strategy, reduction)
-            return tf.nest.map_structure(reduce, values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica._sniptf_patched = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def is_chief(strategy):

@@ -85,7 +85,7 @@ def _kernel_values(layer):
 
 
 def _prunable_layers(model):
-    return [(p, l) for p, l in transform._walk(model)
+    return [(k, l) for k, l in transform.walk_layers(model)
             if isinstance(l, MaskedLayer) or registry.is_prunable(l)]
 
 
@@ -113,7 +113,7 @@ def jacobian_singular_values(model, x, layerwise=True, *, max_entries=MAX_JACOBI
     print(report.end_to_end.mean, [s.mean for s in report.layers])
     ```
     """
-    transform._check_model(model)
+    transform.check_model(model)
     x = tf.convert_to_tensor(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -123,13 +123,12 @@ def jacobian_singular_values(model, x, layerwise=True, *, max_entries=MAX_JACOBI
     layers = []
     if layerwise:
         found = _prunable_layers(model)
-        top = [(p, l) for p, l in found if not p]
+        top = [(k, l) for k, l in found if "/" not in k]  # not inside a nested model
         probe = keras.Model(model.inputs, [l.input for _, l in top]) if top else None
         inputs = probe(x, training=False) if probe is not None else []
         inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         seen_inputs = dict(zip([id(l) for _, l in top], inputs))
-        for prefix, layer in found:
-            name = "/".join(prefix + (layer.name,))
+        for name, layer in found:
             h = seen_inputs.get(id(layer))
             if h is None or isinstance(h, (list, tuple)):
                 layers.append(SingularValues(name, "kernel", _kernel_values(layer)))

@@ -4,8 +4,7 @@ import inspect
 
 import keras
 from keras import ops
-from keras.src import backend as _backend  # get_stateless_scope has no public alias
-
+from sniptf import _keras_compat
 from sniptf import registry
 
 
@@ -128,7 +127,7 @@ class MaskedLayer(keras.layers.Wrapper):
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
         kwargs = self._inner_kwargs(training, mask, kwargs)
-        outer = _backend.get_stateless_scope()
+        outer = _keras_compat.get_stateless_scope()
         mapping = []
         for weight, m in self._pairs:
             value = weight.value

@@ -19,6 +19,15 @@ def register_model(name):
     return add
 
 
+def check_name(name):
+    """The zoo builder called `name`; raises ValueError listing the zoo otherwise."""
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown model. Expected one of {sorted(MODELS)}. Received: name={name!r}") from None
+
+
 def get(name, input_shape, num_classes, **kwargs):
     """Builds a zoo model.
 
@@ -39,9 +48,7 @@ def get(name, input_shape, num_classes, **kwargs):
     model = sniptf.models.get("lenet5_caffe", (28, 28, 1), 10)
     ```
     """
-    if name not in MODELS:
-        raise ValueError(
-            f"Unknown model. Expected one of {sorted(MODELS)}. Received: name={name!r}")
+    builder = check_name(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"Expected `num_classes` to be an int >= 1. Received: num_classes={num_classes!r}")
     input_shape = tuple(input_shape)
@@ -51,7 +58,7 @@ def get(name, input_shape, num_classes, **kwargs):
             f"Received: input_shape={input_shape!r}")
     if "kernel_initializer" in kwargs:
         kwargs["kernel_initializer"] = initializers.get(kwargs["kernel_initializer"])
-    return MODELS[name](input_shape, num_classes, **kwargs)
+    return builder(input_shape, num_classes, **kwargs)
 
 
 @register_model("lenet_300_100")

@@ -60,13 +60,9 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     pruned.fit(train_ds, epochs=10)
     ```
     """
-    if criterion not in saliency_lib.CRITERIA:
-        raise ValueError(
-            f"Unknown criterion. Expected one of {sorted(saliency_lib.CRITERIA)}. "
-            f"Received: criterion={criterion!r}")
-    if scope not in selection.SCOPES:
-        raise ValueError(
-            f"Expected `scope` to be one of {selection.SCOPES}. Received: scope={scope!r}")
+    # the owners' checks, before any work (saliency and select use the same)
+    saliency_lib.get_criterion(criterion)
+    selection.check_scope(scope)
     selection.check_kappa(kappa)
     if not isinstance(isometry, (bool, dict)):
         raise TypeError(f"Expected `isometry` to be a bool or a dict of approximate_isometry "
@@ -88,7 +84,9 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     scores = saliency_lib.saliency(
         pruned, dataset, criterion=criterion, num_batches=num_batches, loss=loss,
         batch_size=batch_size, seed=seed, bn_training=bn_training)
-    masks = selection.select(list(scores.values()), kappa, scope=scope, seed=seed)
+    keys = [e.key for e in entries]
+    masks = dict(zip(keys, selection.select([scores[k] for k in keys], kappa, scope=scope,
+                                            seed=seed)))
     if reinitialize:
         transform.redraw(entries, seed)
     transform.apply_masks(entries, masks)
@@ -101,9 +99,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
 
 def _warn_empty_layers(entries, masks):
     kept = {}
-    for e, m in zip(entries, masks):
-        key = e.key[: -len(e.path) - 1]
-        kept[key] = kept.get(key, 0) + int(m.sum())
+    for e in entries:
+        kept[e.layer_key] = kept.get(e.layer_key, 0) + int(masks[e.key].sum())
     for key, count in kept.items():
         if count == 0:
             warnings.warn(

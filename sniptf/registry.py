@@ -1,9 +1,11 @@
-"""Which weights of a layer are prunable: a data table open to users' layers.
+"""Which weights a layer has: one record per prunable class, open to users' layers.
 
-Two tables drive every transform in sniptf:
+Two tables drive every transform in sniptf, as jaxpruner keeps its
+algorithms and distributions as records:
 
-* ``_WEIGHTS``: layer class -> names of its prunable weights (and, separately,
-  its biases, which are only masked when a caller asks for them).
+* ``_RECORDS``: layer class -> `LayerRecord` (its prunable weights, its
+  biases, which are only masked when a caller asks for them, and the
+  initializer attribute of each, used when weights are re-drawn);
 * ``_CONTAINERS``: layer class -> names of attributes holding sub-layers
   (an RNN holds its cell, ``Bidirectional`` its two RNNs, ...).
 
@@ -12,12 +14,33 @@ registered leaves; each is named by its attribute path, e.g.
 ``"forward_layer.cell.recurrent_kernel"``.
 """
 
+import dataclasses
+
 import keras
 
-_WEIGHTS = {}
-_BIASES = {}
-_CONTAINERS = {}
 
+@dataclasses.dataclass(frozen=True)
+class LayerRecord:
+    """What sniptf knows about one prunable layer class.
+
+    Attributes:
+        layer_class: the registered class (subclasses inherit the record).
+        weights: attribute names of the prunable weights.
+        biases: attribute names of bias-like weights (masked on request).
+        initializers: weight attribute -> attribute holding its initializer.
+    """
+
+    layer_class: type
+    weights: tuple
+    biases: tuple
+    initializers: dict
+
+    def initializer_attribute(self, weight):
+        return self.initializers.get(weight, f"{weight}_initializer")
+
+
+_RECORDS = {}
+_CONTAINERS = {}
 
 def _check_class(layer_class):
     if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
@@ -36,7 +59,7 @@ def _check_names(value, arg):
     return tuple(value)
 
 
-def register_prunable(layer_class, weights, *, biases=()):
+def register_prunable(layer_class, weights, *, biases=(), initializers=None):
     """Declares which weights of `layer_class` sniptf may prune.
 
     Args:
@@ -45,6 +68,9 @@ def register_prunable(layer_class, weights, *, biases=()):
         weights: attribute names of the prunable weights, e.g. `["kernel"]`.
         biases: attribute names of bias-like weights; they are masked only
             when a transform is asked to include biases.
+        initializers: weight name -> name of the attribute holding its
+            initializer, for `prune(reinitialize=True)`; default
+            `"<weight>_initializer"`.
 
     Example:
 
@@ -59,9 +85,14 @@ def register_prunable(layer_class, weights, *, biases=()):
         raise ValueError(
             "Expected at least one prunable weight name. Received: weights=[]"
         )
+    initializers = dict(initializers or {})
+    unknown = sorted(set(initializers) - set(weights) - set(biases))
+    if unknown:
+        raise ValueError(
+            f"`initializers` names weights that are not registered: {unknown}. "
+            f"Received: initializers={initializers!r}")
     _CONTAINERS.pop(layer_class, None)
-    _WEIGHTS[layer_class] = weights
-    _BIASES[layer_class] = biases
+    _RECORDS[layer_class] = LayerRecord(layer_class, weights, biases, initializers)
 
 
 def register_container(layer_class, sublayers):
@@ -71,8 +102,7 @@ def register_container(layer_class, sublayers):
     """
     _check_class(layer_class)
     sublayers = _check_names(sublayers, "sublayers")
-    _WEIGHTS.pop(layer_class, None)
-    _BIASES.pop(layer_class, None)
+    _RECORDS.pop(layer_class, None)
     _CONTAINERS[layer_class] = sublayers
 
 
@@ -83,11 +113,11 @@ def _lookup(table, layer):
     return None
 
 
-def _leaf_entry(layer):
-    """(weights, biases) of the nearest registered class, or None."""
+def record(layer):
+    """The `LayerRecord` of the nearest registered class, or None (also for containers)."""
     for cls in type(layer).__mro__:
-        if cls in _WEIGHTS:
-            return _WEIGHTS[cls], _BIASES[cls]
+        if cls in _RECORDS:
+            return _RECORDS[cls]
         if cls in _CONTAINERS:
             return None
     return None
@@ -116,9 +146,9 @@ def prunable_weights(layer, include_biases=False, _prefix=""):
     Returns:
         A list of `(path, keras.Variable)` pairs in a fixed order.
     """
-    entry = _leaf_entry(layer)
-    if entry is not None:
-        names = entry[0] + (entry[1] if include_biases else ())
+    leaf = record(layer)
+    if leaf is not None:
+        names = leaf.weights + (leaf.biases if include_biases else ())
         found = []
         for name in names:
             var = _variable(layer, _prefix + name, name)
@@ -142,28 +172,44 @@ def is_prunable(layer):
     """True if `layer`'s class (or a base class) is in the registry."""
     if isinstance(layer, keras.Model):
         return False
-    return _leaf_entry(layer) is not None or _lookup(_CONTAINERS, layer) is not None
+    return record(layer) is not None or _lookup(_CONTAINERS, layer) is not None
 
 
 def supported_layers():
     """Names of the registered layer classes, sorted."""
-    return sorted(c.__name__ for c in list(_WEIGHTS) + list(_CONTAINERS))
+    return sorted(c.__name__ for c in list(_RECORDS) + list(_CONTAINERS))
+
+
+def owner_of(layer, path):
+    """`(sub-layer, attribute)` that a weight path such as `"cell.cells.0.kernel"` names."""
+    *parents, attr = path.split(".")
+    owner = layer
+    for part in parents:
+        owner = owner[int(part)] if part.isdigit() else getattr(owner, part)
+    return owner, attr
 
 
 _L = keras.layers
 for _cls in (_L.Dense, _L.EinsumDense, _L.Conv1D, _L.Conv2D, _L.Conv3D,
-             _L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose,
-             _L.DepthwiseConv1D, _L.DepthwiseConv2D):
+             _L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose):
     register_prunable(_cls, ["kernel"], biases=["bias"])
+for _cls in (_L.DepthwiseConv1D, _L.DepthwiseConv2D):
+    register_prunable(_cls, ["kernel"], biases=["bias"],
+                      initializers={"kernel": "depthwise_initializer"})
 for _cls in (_L.SeparableConv1D, _L.SeparableConv2D):
-    register_prunable(_cls, ["depthwise_kernel", "pointwise_kernel"], biases=["bias"])
+    register_prunable(_cls, ["depthwise_kernel", "pointwise_kernel"], biases=["bias"],
+                      initializers={"depthwise_kernel": "depthwise_initializer",
+                                    "pointwise_kernel": "pointwise_initializer"})
 register_prunable(_L.Embedding, ["embeddings"])
 for _cls in (_L.SimpleRNNCell, _L.LSTMCell, _L.GRUCell):
-    register_prunable(_cls, ["kernel", "recurrent_kernel"], biases=["bias"])
+    register_prunable(_cls, ["kernel", "recurrent_kernel"], biases=["bias"],
+                      initializers={"recurrent_kernel": "recurrent_initializer"})
 register_container(_L.RNN, ["cell"])
 register_container(_L.StackedRNNCells, ["cells"])
 register_container(_L.Bidirectional, ["forward_layer", "backward_layer"])
 register_container(_L.TimeDistributed, ["layer"])
+# the public properties (Keras >= 3.0); masks saved under the old private
+# names load by position, so older files keep working (tests/data/)
 register_container(_L.MultiHeadAttention,
-                   ["_query_dense", "_key_dense", "_value_dense", "_output_dense"])
+                   ["query_dense", "key_dense", "value_dense", "output_dense"])
 del _L, _cls

@@ -1,6 +1,7 @@
-"""`sparsity`: how many weights each layer keeps."""
+"""`sparsity`: how many weights each layer keeps; `mask_digest`: are two masks equal."""
 
 import dataclasses
+import hashlib
 
 import numpy as np
 
@@ -76,11 +77,10 @@ def sparsity(model):
     report.total.sparsity    # e.g. 0.95
     ```
     """
-    rows = [(e.key, e.key[: -len(e.path) - 1], int(np.count_nonzero(e.mask.numpy())),
+    rows = [(e.key, e.layer_key, int(np.count_nonzero(e.mask.numpy())),
              int(np.prod(e.mask.shape))) for e in transform.masked_entries(model)]
-    for key, var in transform.plain_prunable_weights(model):
-        layer = key.rsplit("/", 1)[0]
-        rows.append((key, layer, int(np.count_nonzero(var.numpy())), int(np.prod(var.shape))))
+    for layer_key, key, var in transform.plain_prunable_weights(model):
+        rows.append((key, layer_key, int(np.count_nonzero(var.numpy())), int(np.prod(var.shape))))
     if not rows:
         raise ValueError(
             f"Model '{model.name}' has no prunable layer to report on.")
@@ -92,3 +92,15 @@ def sparsity(model):
     layers = tuple(Count(n, a, b) for n, (a, b) in per_layer.items())
     total = Count("total", sum(c.kept for c in weights), sum(c.total for c in weights))
     return SparsityReport(weights, layers, total)
+
+
+def mask_digest(model):
+    """SHA-256 of every mask in model order: equal digests, equal masks.
+
+    Cheap to compare across replicas, workers and resumed runs.
+    """
+    h = hashlib.sha256()
+    for e in transform.masked_entries(model):
+        h.update(e.key.encode())
+        h.update(np.packbits(e.mask.numpy().astype(bool)).tobytes())
+    return h.hexdigest()

@@ -1,8 +1,10 @@
-"""`export`: a SavedModel of the stripped model, written atomically."""
+"""`export`: a SavedModel of the stripped model, written atomically; `export_checkpoint`."""
 
 import os
 import shutil
 import tempfile
+
+import keras
 
 from sniptf import transform
 
@@ -51,3 +53,33 @@ def export(model, path, *, overwrite=False):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return plain
+
+
+def export_checkpoint(checkpoint_dir, output_dir, *, overwrite=False):
+    """Exports a trained run's best model (`checkpoints/best.keras`) as a SavedModel.
+
+    Args:
+        checkpoint_dir: a `training.run` output directory, or its `checkpoints/`.
+        output_dir: where the SavedModel goes (see `export`).
+
+    Returns:
+        The loaded best model.
+
+    Raises:
+        ValueError: no `best.keras` there.
+        FileExistsError: `output_dir` exists and `overwrite` is False.
+    """
+    candidates = [os.path.join(checkpoint_dir, "best.keras"),
+                  os.path.join(checkpoint_dir, "checkpoints", "best.keras")]
+    path = next((p for p in candidates if os.path.exists(p)), None)
+    if path is None:
+        raise ValueError(
+            f"No best.keras in {checkpoint_dir!r} or its checkpoints/; pass the output_dir "
+            "of a scripts/train.py run (or its checkpoints/ folder). "
+            f"Received: checkpoint_dir={checkpoint_dir!r}")
+    if os.path.exists(output_dir) and not overwrite:
+        raise FileExistsError(
+            f"Export path exists: {output_dir!r}. Pass overwrite=True or choose another path.")
+    model = keras.models.load_model(path)
+    export(model, output_dir, overwrite=overwrite)
+    return model

@@ -6,6 +6,7 @@ current mask, c = 1 after `wrap`), summed over the scored batches, or None
 for criteria registered with `needs_gradient=False`.
 """
 
+import dataclasses
 import warnings
 import weakref
 
@@ -16,8 +17,21 @@ import tensorflow as tf
 from sniptf import data_utils
 from sniptf import transform
 
-CRITERIA = {}
-_NEEDS_GRADIENT = {}
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+    """A scoring criterion: `fn(weight, gradient, rng) -> scores`.
+
+    `needs_gradient`: whether `fn` gets ∂L/∂c (else `gradient` is None and
+    no data pass runs).
+    """
+
+    name: str
+    fn: object
+    needs_gradient: bool
+
+
+CRITERIA = {}  # name -> Criterion
 # model -> {(strategy, loss, training): compiled pass}; saves a retrace per call
 _PASSES = weakref.WeakKeyDictionary()
 
@@ -28,8 +42,21 @@ def register_criterion(name, fn, *, needs_gradient):
         raise TypeError(f"Expected a non-empty string name. Received: name={name!r}")
     if not callable(fn):
         raise TypeError(f"Expected a callable criterion. Received: fn={fn!r}")
-    CRITERIA[name] = fn
-    _NEEDS_GRADIENT[name] = bool(needs_gradient)
+    CRITERIA[name] = Criterion(name, fn, bool(needs_gradient))
+
+
+def get_criterion(name):
+    """The registered `Criterion` called `name`; the one check of a criterion name.
+
+    Raises:
+        ValueError: no criterion has that name (the message lists them).
+    """
+    try:
+        return CRITERIA[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown criterion. Expected one of {sorted(CRITERIA)} (add others with "
+            f"sniptf.register_criterion). Received: criterion={name!r}") from None
 
 
 def snip(weight, gradient, rng):
@@ -96,7 +123,8 @@ def resolve_loss(model, loss=None):
     return fn
 
 
-def _per_example(loss_fn, y, pred):
+def summed_loss(loss_fn, y, pred):
+    """`(sum of per-example losses, example count)` as float32 tensors."""
     if isinstance(loss_fn, keras.losses.Loss):
         values = loss_fn.call(y, pred)
     else:
@@ -116,7 +144,7 @@ def _gradient_pass(model, masks, loss_fn, training):
         with tf.GradientTape() as tape:
             tape.watch(masks)
             pred = model(x, training=training)
-            total, count = _per_example(loss_fn, y, pred)
+            total, count = summed_loss(loss_fn, y, pred)
         grads = tape.gradient(total, masks, unconnected_gradients="zero")
         return grads, total, count
 
@@ -173,11 +201,7 @@ def saliency(model, dataset, *, criterion="snip", num_batches=1, loss=None,
         ValueError: no `MaskedLayer`, an unknown criterion, bad data, or a
             non-finite loss (the message names the batch).
     """
-    if criterion not in CRITERIA:
-        raise ValueError(
-            f"Unknown criterion. Expected one of {sorted(CRITERIA)}. "
-            f"Received: criterion={criterion!r}"
-        )
+    criterion = get_criterion(criterion)
     entries = transform.masked_entries(model)
     if not entries:
         raise ValueError(
@@ -186,13 +210,13 @@ def saliency(model, dataset, *, criterion="snip", num_batches=1, loss=None,
         )
     rng = np.random.default_rng(seed)
     grads = None
-    if _NEEDS_GRADIENT[criterion]:
+    if criterion.needs_gradient:
         grads = _accumulated_gradients(model, entries, dataset, num_batches,
                                        loss, batch_size, bn_training)
     scores = {}
     for i, e in enumerate(entries):
         g = None if grads is None else grads[i]
-        s = CRITERIA[criterion](e.weight.numpy(), g, rng)
+        s = criterion.fn(e.weight.numpy(), g, rng)
         scores[e.key] = np.asarray(s, dtype=np.float32).reshape(e.weight.shape)
     return scores
 

@@ -43,6 +43,14 @@ def check_kappa(kappa):
     return kappa
 
 
+def check_scope(scope):
+    """Validates a selection `scope`; the one check of it (prune reuses it)."""
+    if scope not in SCOPES:
+        raise ValueError(
+            f"Expected `scope` to be one of {SCOPES}. Received: scope={scope!r}")
+    return scope
+
+
 def kept_count(kappa, total):
     """Number of weights kept for `kappa` out of `total` prunable weights.
 
@@ -138,10 +146,7 @@ def select(scores, kappa, *, scope="global", seed=0):
     Returns:
         A list of boolean arrays shaped like `scores`.
     """
-    if scope not in SCOPES:
-        raise ValueError(
-            f"Expected `scope` to be one of {SCOPES}. Received: scope={scope!r}"
-        )
+    check_scope(scope)
     scores = [np.asarray(s) for s in scores]
     if not scores:
         raise ValueError("No scores to select from. Received: scores=[]")

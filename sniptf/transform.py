@@ -10,42 +10,50 @@ import inspect
 
 import keras
 import numpy as np
-from keras.src.models.functional import Functional  # no public alias
 
+from sniptf import _keras_compat
 from sniptf import registry
 from sniptf.masked_layer import MaskedLayer
 
-Entry = collections.namedtuple("Entry", "key layer path weight mask")
+Entry = collections.namedtuple("Entry", "key layer_key layer path weight mask")
+Entry.__doc__ = """One masked weight of a model.
+
+`layer_key` names its layer (`"block/fc1"` inside a nested model `block`),
+`path` the weight inside the layer (`"cell.kernel"`), and `key` is
+`"<layer_key>/<path>"`, the name `saliency` and `sparsity` use."""
 
 
-def _walk(model, prefix=(), seen=None):
-    """Yields `(prefix, layer)` for every layer, descending into nested models."""
+def walk_layers(model, prefix=(), seen=None):
+    """Yields `(layer_key, layer)` for every layer, descending into nested models.
+
+    `layer_key` is the `/`-joined names of the enclosing models and the layer.
+    A layer shared by several places is yielded once.
+    """
     seen = set() if seen is None else seen
     for layer in model.layers:
         if id(layer) in seen:
             continue
         seen.add(id(layer))
         if isinstance(layer, keras.Model):
-            yield from _walk(layer, prefix + (layer.name,), seen)
+            yield from walk_layers(layer, prefix + (layer.name,), seen)
         else:
-            yield prefix, layer
+            yield "/".join(prefix + (layer.name,)), layer
 
 
 def masked_entries(model):
-    """Every `(key, layer, path, weight, mask)` of the model's MaskedLayers."""
+    """Every masked weight of the model's MaskedLayers, as `Entry`s in model order."""
     entries = []
-    for prefix, layer in _walk(model):
+    for layer_key, layer in walk_layers(model):
         if isinstance(layer, MaskedLayer):
             for path, weight, mask in layer.masked_weights():
-                key = "/".join(prefix + (layer.name, path))
-                entries.append(Entry(key, layer, path, weight, mask))
+                entries.append(Entry(f"{layer_key}/{path}", layer_key, layer, path, weight, mask))
     return entries
 
 
-def _check_model(model):
+def check_model(model):
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model. Received: model={model!r}")
-    if not isinstance(model, (keras.Sequential, Functional)):
+    if not _keras_compat.is_graph_model(model):
         raise ValueError(
             f"Model '{model.name}' is a subclassed {type(model).__name__}, whose "
             "layer graph sniptf cannot clone. Use sniptf.MaskedLayer(layer) for "
@@ -86,12 +94,12 @@ def _call(layer, *args, **kwargs):
 
 def _input_like(tensor):
     # Keep the input layer's name (clone_model would use the tensor's name).
-    layer = tensor._keras_history.operation
-    return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=layer.name)
+    return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype,
+                       name=_keras_compat.input_layer_name(tensor))
 
 
 def _clone(model, clone_layer):
-    _check_model(model)
+    check_model(model)
     pairs = []
 
     def fn(layer):
@@ -102,7 +110,7 @@ def _clone(model, clone_layer):
         return new
 
     kwargs = {}
-    if isinstance(model, Functional):
+    if _keras_compat.is_functional(model):
         kwargs = dict(call_function=_call,
                       input_tensors=keras.tree.map_structure(_input_like, model.input))
     new_model = keras.models.clone_model(model, clone_function=fn, **kwargs)
@@ -172,44 +180,45 @@ def strip(model):
 
 
 def plain_prunable_weights(model):
-    """`(key, variable)` for prunable weights of layers that are not wrapped."""
+    """`(layer_key, key, variable)` for prunable weights of layers that are not wrapped."""
     found = []
-    for prefix, layer in _walk(model):
+    for layer_key, layer in walk_layers(model):
         if not isinstance(layer, MaskedLayer) and registry.is_prunable(layer) and layer.built:
             for path, var in registry.prunable_weights(layer):
-                found.append(("/".join(prefix + (layer.name, path)), var))
+                found.append((layer_key, f"{layer_key}/{path}", var))
     return found
 
 
 def apply_masks(entries, masks):
-    """Assigns boolean `masks` to `entries` and zeroes the pruned weights."""
-    for entry, mask in zip(entries, masks):
-        value = np.asarray(mask, dtype=entry.mask.dtype)
+    """Assigns boolean `masks` (a dict by entry key) and zeroes the pruned weights.
+
+    A list in the order of `entries` is accepted too.
+    """
+    if not isinstance(masks, dict):
+        masks = dict(zip((e.key for e in entries), masks))
+    missing = [e.key for e in entries if e.key not in masks]
+    if missing:
+        raise ValueError(f"No mask given for {missing}. Received masks for: {sorted(masks)}")
+    for entry in entries:
+        value = np.asarray(masks[entry.key], dtype=entry.mask.dtype)
         entry.mask.assign(value)
         entry.weight.assign(entry.weight.numpy() * value)
-
-
-def _owner(layer, path):
-    *parents, attr = path.split(".")
-    owner = layer
-    for part in parents:
-        owner = owner[int(part)] if part.isdigit() else getattr(owner, part)
-    return owner, attr
 
 
 def redraw(entries, seed):
     """Re-initializes masked weights with their layers' initializers.
 
-    Seeded initializers get `seed + i` for the i-th weight so the draw is
+    The initializer is the attribute the layer's `registry.LayerRecord` names
+    (e.g. `depthwise_initializer` for a depthwise kernel). Seeded
+    initializers get `seed + i` for the i-th weight so the draw is
     reproducible; weights without an initializer attribute get Keras's
     default variance scaling.
     """
     for i, e in enumerate(entries):
-        owner, attr = _owner(e.layer.layer, e.path)
-        names = [f"{attr}_initializer"]
-        if attr == "recurrent_kernel":
-            names.append("recurrent_initializer")
-        init = next((getattr(owner, n) for n in names if getattr(owner, n, None)), None)
+        owner, attr = registry.owner_of(e.layer.layer, e.path)
+        record = registry.record(owner)
+        name = record.initializer_attribute(attr) if record else f"{attr}_initializer"
+        init = getattr(owner, name, None)
         init = keras.initializers.get(init) if init is not None else keras.initializers.VarianceScaling()
         config = init.get_config()
         if "seed" in config:

@@ -2,6 +2,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import importlib  # noqa: E402
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
@@ -17,25 +19,30 @@ _LOADED_FLAGS = set()
 
 
 def load_script(name):
-    """Imports scripts/<name>.py afresh. Scripts share flag names (--seed, --output_dir),
-    so the flags an earlier load defined are dropped first."""
+    """Imports the command `name` afresh: `sniptf.commands.<name>`, or `scripts/<name>.py`
+    for the repository-only tools. Commands share flag names (--seed, --output_dir), so
+    the flags an earlier load defined are dropped first."""
     import importlib.util
 
     from absl import flags
     for flag in _LOADED_FLAGS & set(flags.FLAGS):
         delattr(flags.FLAGS, flag)
     before = set(flags.FLAGS)
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(_ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    if os.path.exists(os.path.join(_ROOT, "sniptf", "commands", f"{name}.py")):
+        module = importlib.import_module(f"sniptf.commands.{name}")
+        if set(flags.FLAGS) == before:  # imported earlier: define its flags again
+            module = importlib.reload(module)
+    else:
+        spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(_ROOT, "scripts", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     _LOADED_FLAGS.update(set(flags.FLAGS) - before)
     return module
 
 
 def run_main(module, argv):
-    """Parses `argv` into the global flags and runs the script's main."""
+    """Parses `argv` into the global flags and runs the command's main."""
     from absl import flags
     flags.FLAGS.unparse_flags()
     flags.FLAGS(argv)
     return module.main([argv[0]])
-

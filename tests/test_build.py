@@ -55,3 +55,17 @@ def test_bazel_query_sees_every_target():
     queried = {line.strip()[3:] for line in out.stdout.splitlines() if line.startswith("//:")}
     expected = {os.path.splitext(os.path.basename(f))[0] for f in _files("tests/test_*.py") + _files("scripts/*.py")}
     assert expected <= queried, f"bazel query lacks {sorted(expected - queried)}"
+
+
+def test_private_keras_names_only_in_the_compat_module():
+    pattern = re.compile(r"keras\.src|\._[a-z_]*build|_keras_history")
+    hits = []
+    for folder in ("sniptf", "scripts"):
+        for path in glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True):
+            rel = os.path.relpath(path, ROOT)
+            if rel == os.path.join("sniptf", "_keras_compat.py"):
+                continue
+            for number, line in enumerate(open(path), 1):
+                if pattern.search(line):
+                    hits.append(f"{rel}:{number}: {line.strip()}")
+    assert not hits, "private Keras names belong in sniptf/_keras_compat.py:\n" + "\n".join(hits)

@@ -20,6 +20,8 @@ from conftest import run_main as _run_main
 
 import sniptf
 from sniptf import distribute
+from sniptf import _keras_compat
+from sniptf import saved_model
 from sniptf import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +75,7 @@ def test_train_writes_everything(default_run):
 
 
 def test_export_script(default_run, tmp_path):
-    export = _load("export")
+    export = _load("export")  # sniptf.commands.export
     out = str(tmp_path / "exported")
     _run_main(export, ["export", f"--checkpoint_dir={default_run}", f"--output_dir={out}"])
     assert tf.saved_model.load(out).serve(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
@@ -86,7 +88,8 @@ def test_export_script(default_run, tmp_path):
 @pytest.mark.parametrize("argv,match", [
     (["--kappa=0"], "kappa"),
     (["--kappa=1.5"], "kappa"),
-    (["--train_steps=50", "--eval_every=20"], "multiple of eval_every"),
+    (["--learning_rate=0"], "--learning_rate=0"),
+    (["--momentum=1.0"], "--momentum=1.0"),
     (["--strategy=tpu"], "--tpu"),
 ])
 def test_train_rejects_bad_config_before_work(argv, match, tmp_path):
@@ -138,10 +141,10 @@ def test_tpu_strategy_fails_fast_naming_the_flag():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     start = time.perf_counter()
-    with pytest.raises(ValueError, match=rf"--tpu='grpc://127.0.0.1:{port}'"):
+    with pytest.raises(ValueError, match=rf"tpu='grpc://127.0.0.1:{port}'"):
         distribute.make_strategy("tpu", tpu=f"grpc://127.0.0.1:{port}")
     assert time.perf_counter() - start < 15
-    with pytest.raises(ValueError, match="needs --tpu"):
+    with pytest.raises(ValueError, match="needs tpu="):
         distribute.make_strategy("tpu", tpu="")
     with pytest.raises(ValueError, match="Received: strategy='horovod'"):
         distribute.make_strategy("horovod")
@@ -199,7 +202,8 @@ def test_multi_worker_training_on_loopback(default_run, tmp_path):
 
 def test_sigkill_mid_training_then_same_command_resumes(tmp_path):
     out = str(tmp_path / "preempted")
-    cmd = [sys.executable, TRAIN, "--model=lenet5_caffe", "--dataset=mnist10k", "--train_steps=1000",
+    # 950 = 9 epochs of 100 + a last one of 50: resume must still end exactly there
+    cmd = [sys.executable, TRAIN, "--model=lenet5_caffe", "--dataset=mnist10k", "--train_steps=950",
            "--eval_every=100", "--batch_size=64", "--kappa=0.05", "--learning_rate=0.05",
            f"--output_dir={out}"]
     first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -216,7 +220,7 @@ def test_sigkill_mid_training_then_same_command_resumes(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["resumed_after_epoch"] >= 1
-    assert metrics["steps"] == 1000
+    assert metrics["steps"] == 950
     assert metrics["mask_digest_final"] == metrics["mask_digest_at_prune"]
     assert metrics["kept_weights"] == round(0.05 * 430_500)
 
@@ -228,3 +232,51 @@ def test_divergence_stops_training_and_is_recorded(tmp_path):
     metrics = training.run(config)
     assert metrics["diverged"] is True and metrics["steps"] < 200
     assert json.load(open(tmp_path / "nan" / "metrics.json"))["diverged"] is True
+
+
+def test_train_steps_need_not_divide_eval_every(tmp_path):
+    out = tmp_path / "short"
+    _run_main(_load("train"), ["train", "--train_steps=60", "--batch_size=32", "--kappa=0.1",
+                               f"--output_dir={out}"])  # default --eval_every=100
+    metrics = json.load(open(out / "metrics.json"))
+    assert metrics["steps"] == 60 and metrics["best_step"] == 60
+    out = tmp_path / "ragged"
+    metrics = training.run(training.TrainConfig(train_steps=50, eval_every=20, batch_size=32,
+                                                output_dir=str(out)))
+    assert metrics["steps"] == 50  # epochs of 20, 20 and a last one of 10
+
+
+def test_prepare_checks_everything_and_writes_nothing(tmp_path):
+    out = tmp_path / "a" / "b"
+    plan = training.prepare(training.TrainConfig(output_dir=str(out), train_steps=250, eval_every=100))
+    assert (plan.epochs, plan.steps_per_epoch) == (3, 100)
+    assert not (tmp_path / "a").exists()  # no probe file, no directory: nothing to race on
+    for field, value, match in [("criterion", "grasp2", "Received: criterion='grasp2'"),
+                                ("kappa", 0.0, "Received: kappa=0.0"),
+                                ("optimizer", "rmsprop", "Received: optimizer='rmsprop'"),
+                                ("strategy", "tpu", "Received: tpu=''"),
+                                ("kernel_initializer", "nope", "nope"),
+                                ("eval_every", 0, "Received: eval_every=0")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            training.prepare(training.TrainConfig(output_dir=str(out), **{field: value}))
+    assert training.as_flags("Received: tpu='' and kappa=0") == "Received: --tpu='' and --kappa=0"
+
+
+def test_multi_worker_workaround_is_scoped_and_leaves_mirrored_fit_alone():
+    # creating the strategy patches nothing (own process: it sets up collectives)
+    probe = ("from sniptf import _keras_compat, distribute; before = _keras_compat.current_reduce_per_replica(); "
+             "distribute.make_strategy('multi_worker'); "
+             "assert _keras_compat.current_reduce_per_replica() is before; print('untouched')")
+    proc = subprocess.run([sys.executable, "-c", probe], env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "untouched" in proc.stdout, proc.stderr[-2000:]
+    original = _keras_compat.current_reduce_per_replica()
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with _keras_compat.multi_worker_fit(model, strategy, (x, y)):  # not multi-worker: no-op
+        assert _keras_compat.current_reduce_per_replica() is original
+        assert "_maybe_symbolic_build" not in vars(model)
+        model.fit(x, y, epochs=1, verbose=0)
+    assert _keras_compat.current_reduce_per_replica() is original

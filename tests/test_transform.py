@@ -49,10 +49,10 @@ def test_wrap_strip_round_trip(name):
     x = np.random.default_rng(0).random((4,) + shape, dtype=np.float32)
     before = _snapshot(model)
     wrapped = sniptf.wrap(model)
-    assert any(isinstance(l, MaskedLayer) for _, l in sniptf.transform._walk(wrapped))
+    assert any(isinstance(l, MaskedLayer) for _, l in sniptf.transform.walk_layers(wrapped))
     np.testing.assert_allclose(wrapped(x), model(x), rtol=1e-5, atol=1e-6)
     plain = sniptf.strip(wrapped)
-    assert not any(isinstance(l, MaskedLayer) for _, l in sniptf.transform._walk(plain))
+    assert not any(isinstance(l, MaskedLayer) for _, l in sniptf.transform.walk_layers(plain))
     assert [l.name for l in plain.layers] == [l.name for l in model.layers]
     np.testing.assert_allclose(plain(x), model(x), rtol=1e-5, atol=1e-6)
     for a, b in zip(plain.get_weights(), model.get_weights()):

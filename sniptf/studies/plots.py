@@ -116,3 +116,91 @@ def layer_sparsity(rows, path, title=""):
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def data_parallelism(results, out_dir):
+    """The data-parallelism-and-sparsity figures; returns their paths.
+
+    k_star.png (K* vs B, log-log, with the fit and the perfect-scaling line),
+    k_star_normalized.png (K* / K* at the smallest B), best_lr.png,
+    trial_status.png (every trial's lr vs B by outcome) and lipschitz.png.
+    """
+    import numpy as np
+
+    sparsities = results["workload"]["sparsities"]
+    colors = {s: plt.cm.viridis(i / max(1, len(sparsities) - 1)) for i, s in enumerate(sparsities)}
+    label = lambda s: f"{100 * s:g}% sparse"
+    fits = {f["sparsity"]: f for f in results["fits"]}
+    paths = []
+
+    def curve(s):
+        pts = sorted((p["batch_size"], p["k_star"]) for p in results["points"]
+                     if p["sparsity"] == s and p["k_star"])
+        return np.array([b for b, _ in pts], float), np.array([k for _, k in pts], float)
+
+    for normalized in (False, True):
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+        for s in sparsities:
+            b, k = curve(s)
+            if not len(b):
+                continue
+            scale = k[0] if normalized else 1.0
+            ax.plot(b, k / scale, "o-", color=colors[s], label=label(s))
+            if s in fits and not normalized:
+                grid = np.geomspace(b.min(), b.max(), 100)
+                f = fits[s]
+                ax.plot(grid, f["c1"] / grid + f["c2"], ":", color=colors[s], lw=1)
+        b0, k0 = curve(sparsities[0])
+        if len(b0):
+            grid = np.geomspace(b0.min(), b0.max(), 10)
+            ref = 1.0 if normalized else k0[0]
+            ax.plot(grid, ref * b0.min() / grid, "--", color="gray", lw=1, label="perfect scaling")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("K* / K*(smallest B)" if normalized else "steps to result K*")
+        ax.set_title("normalized steps to result" if normalized else "steps to result (dotted: c1/B + c2 fit)")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, os.path.join(out_dir, "k_star_normalized.png" if normalized else "k_star.png")))
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for s in sparsities:
+        pts = sorted((p["batch_size"], p["best_params"]["learning_rate"]) for p in results["points"]
+                     if p["sparsity"] == s and p["best_params"])
+        if pts:
+            ax.plot([b for b, _ in pts], [lr for _, lr in pts], "o-", color=colors[s], label=label(s))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel("best learning rate")
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, os.path.join(out_dir, "best_lr.png")))
+
+    fig, axes = plt.subplots(1, len(sparsities), figsize=(3.6 * len(sparsities), 3.4), squeeze=False,
+                             sharey=True)
+    marks = {"reached": ("o", "tab:green"), "not_reached": ("x", "tab:orange"), "diverged": ("^", "tab:red")}
+    for ax, s in zip(axes[0], sparsities):
+        for status, (marker, color) in marks.items():
+            pts = [(t["batch_size"], t["params"]["learning_rate"]) for t in results["trials"]
+                   if t["sparsity"] == s and t["status"] == status]
+            if pts:
+                ax.scatter(*zip(*pts), marker=marker, color=color, s=18, label=status)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(label(s), fontsize=9)
+        ax.set_xlabel("B")
+    axes[0][0].set_ylabel("learning rate")
+    axes[0][-1].legend(fontsize=7)
+    paths.append(_save(fig, os.path.join(out_dir, "trial_status.png")))
+
+    if results["lipschitz"]:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+        for entry in results["lipschitz"]:
+            ax.plot(entry["steps"], entry["values"], "o-", color=colors[entry["sparsity"]],
+                    label=f"{label(entry['sparsity'])} (mean {entry['mean']:.2f})")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("local Lipschitz constant L")
+        ax.set_title(f"smoothness along training (B={results['lipschitz'][0]['batch_size']})")
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, os.path.join(out_dir, "lipschitz.png")))
+    return paths

@@ -1,4 +1,4 @@
-"""SNIP paper experiments (Lee et al., ICLR 2019), shared by scripts/snip_experiments.py.
+"""SNIP paper experiments (Lee et al., ICLR 2019); `sniptf.commands.snip_experiments` runs them.
 
 Table runs go through `sniptf.training.run`, one output directory per run,
 so an interrupted table resumes where it stopped (finished runs are skipped).
@@ -6,6 +6,7 @@ so an interrupted table resumes where it stopped (finished runs are skipped).
 
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -14,12 +15,43 @@ from sniptf import data as data_lib
 from sniptf import models as models_lib
 from sniptf import training
 from sniptf import transform
-from sniptf.experiments import train_and_evaluate
 from sniptf.pruning import prune
+from sniptf.studies.common import dense_copy
+from sniptf.studies.common import markdown_table
+from sniptf.studies.common import train_and_evaluate
 
 # The paper's sparsity levels per model (kept fractions).
 TABLE_KAPPAS = {"lenet_300_100": (0.05, 0.02), "lenet5_caffe": (0.02, 0.01)}
 CRITERIA = ("snip", "random", "magnitude")
+EXPERIMENTS = ("table", "sequential", "patterns", "memorization")
+
+# (train_steps, eval_every, lr_decay_every) per (dataset, model) at 100%:
+# the authors' 25k-step decay scaled to budgets that fit 2 CPU cores.
+BUDGETS = {
+    ("mnist10k", "lenet_300_100"): (3000, 100, 1200),
+    ("mnist10k", "lenet5_caffe"): (1500, 100, 600),
+    ("fashion_mnist", "lenet_300_100"): (3240, 540, 1300),
+    ("fashion_mnist", "lenet5_caffe"): (1620, 540, 650),
+}
+
+
+def scaled_budgets(percent, datasets=None):
+    """`BUDGETS` scaled to `percent` of their epochs (at least one epoch each).
+
+    Raises:
+        ValueError: a dataset without a budget.
+    """
+    datasets = sorted({d for d, _ in BUDGETS}) if datasets is None else list(datasets)
+    missing = sorted(set(datasets) - {d for d, _ in BUDGETS})
+    if missing:
+        raise ValueError(f"The table has budgets for {sorted({d for d, _ in BUDGETS})} only. "
+                         f"Received: datasets={missing}")
+    out = {}
+    for (dataset, model), (steps, every, decay) in BUDGETS.items():
+        if dataset in datasets:
+            epochs = max(1, round(steps / every * percent / 100))
+            out[(dataset, model)] = (epochs * every, every, max(1, round(decay * percent / 100)))
+    return out
 
 
 def table_configs(datasets, seeds, budgets, output_dir):
@@ -78,6 +110,23 @@ def summarize(results):
     return rows
 
 
+def table_markdown(rows):
+    """The LeNet table (mean ± std test error) as markdown."""
+    rows = sorted(rows, key=lambda r: (r["dataset"], r["model"], -r["kappa"], r["criterion"]))
+    return markdown_table(
+        ["dataset", "model", "run", "sparsity", "test error (mean ± std)", "seeds"],
+        [[r["dataset"], r["model"], "dense" if r["criterion"] == training.NO_PRUNING else r["criterion"],
+          f"{100 * r['sparsity']:.0f}%", f"{r['test_error_mean']:.2f} ± {r['test_error_std']:.2f}%",
+          r["seeds"]] for r in rows])
+
+
+def sequential_markdown(rows):
+    """The recurrent-nets table as markdown."""
+    return markdown_table(["model", "run", "test error"], [
+        [r["model"], f"{r['run']} ({100 * (1 - r['kappa']):.0f}% sparse)", f"{100 * r['test_error']:.2f}%"]
+        for r in rows])
+
+
 def sequential(*, dataset="mnist10k", models=("lstm_s", "gru_s"), kappa=0.05, epochs=20,
                batch_size=100, learning_rate=1e-3, seeds=(0,)):
     """Dense vs SNIP-95% recurrent nets on sequential images (rows are time steps), Adam."""
@@ -86,17 +135,12 @@ def sequential(*, dataset="mnist10k", models=("lstm_s", "gru_s"), kappa=0.05, ep
     for name in models:
         for seed in seeds:
             keras.utils.set_random_seed(seed)
-            train = data_lib.load(dataset, "train", batch_size=batch_size, shuffle=True, seed=seed)
-            validation = data_lib.load(dataset, "validation", batch_size=500)
-            test = data_lib.load(dataset, "test", batch_size=500)
+            splits = data_lib.load_splits(dataset, batch_size, seed=seed)
             dense = models_lib.get(name, info.input_shape, info.num_classes)
-            batch = next(iter(data_lib.load(dataset, "train", batch_size=batch_size, shuffle=True,
-                                            seed=seed + 1)))
-            for label, model in (("dense", keras.models.clone_model(dense)),
-                                 ("snip", prune(dense, batch, kappa=kappa, seed=seed))):
-                if label == "dense":
-                    model.set_weights(dense.get_weights())
-                result = train_and_evaluate(model, train, validation, test, epochs=epochs,
+            for label, model in (("dense", dense_copy(dense)),
+                                 ("snip", prune(dense, splits.score_batch, kappa=kappa, seed=seed))):
+                result = train_and_evaluate(model, splits.train, splits.validation, splits.test,
+                                            epochs=epochs,
                                             learning_rate=learning_rate,
                                             optimizer=keras.optimizers.Adam(learning_rate))
                 rows.append({"model": name, "run": label, "seed": seed,
@@ -149,3 +193,59 @@ def memorization(*, dataset="mnist10k", kappa=0.05, epochs=100, batch_size=100,
         curves[label] = [float(a) for a in history.history["accuracy"]]
     return {"kappa": kappa, "epochs": epochs, "examples": int(len(y)), "train_accuracy": curves}
 
+
+
+def run_experiments(experiments, *, output_dir, figures_dir, datasets=("mnist10k", "fashion_mnist"),
+                    seeds=(0, 1, 2), epochs_scale=100, sequential_epochs=20, memorization_epochs=100,
+                    log=print):
+    """Runs the named experiments (`EXPERIMENTS`), recording each into
+    `<output_dir>/results.json` as it finishes (so a rerun keeps the others),
+    figures into `figures_dir` and tables into `<output_dir>/tables.md`.
+
+    Returns:
+        The markdown tables.
+    """
+    from sniptf.studies import plots
+
+    results_path = os.path.join(output_dir, "results.json")
+    results = json.load(open(results_path)) if os.path.exists(results_path) else {}
+    seconds = results.setdefault("seconds", {})
+    tables = []
+    for name in experiments:
+        start = time.perf_counter()
+        log(f"running {name}")
+        if name == "table":
+            budgets = scaled_budgets(epochs_scale, datasets)
+            configs = table_configs(datasets, seeds, budgets, os.path.join(output_dir, "runs"))
+            rows = summarize(run_table(configs, log=log))
+            results["table"] = rows
+            results["table_budgets"] = {f"{d}/{m}": b for (d, m), b in budgets.items()}
+            tables.append(table_markdown(rows))
+            plots.layer_sparsity([r for r in rows if r["criterion"] == "snip" and r["dataset"] == datasets[0]],
+                                 os.path.join(figures_dir, "snip_layer_sparsity.png"),
+                                 title=f"SNIP: kept weights per layer ({datasets[0]}, seed {seeds[0]})")
+        elif name == "sequential":
+            rows = sequential(epochs=sequential_epochs)
+            results["sequential"] = rows
+            tables.append(sequential_markdown(rows))
+        elif name == "patterns":
+            maps = first_layer_patterns()
+            results["patterns"] = {str(b): m.tolist() for b, m in maps.items()}
+            plots.mask_patterns(maps, os.path.join(figures_dir, "snip_patterns.png"),
+                                title="LeNet-300-100 first-layer connections kept per pixel (SNIP, 95% sparse)")
+        elif name == "memorization":
+            result = memorization(epochs=memorization_epochs)
+            results["memorization"] = result
+            plots.memorization(result, os.path.join(figures_dir, "snip_memorization.png"),
+                               title="LeNet-300-100 on mnist10k with shuffled labels")
+        else:
+            raise ValueError(f"Unknown experiment. Expected one of {EXPERIMENTS}. Received: {name!r}")
+        seconds[name] = time.perf_counter() - start
+        log(f"{name} took {seconds[name]:.0f} s")
+        with open(results_path + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(results_path + ".tmp", results_path)
+    text = "\n".join(tables)
+    with open(os.path.join(output_dir, "tables.md"), "w") as f:
+        f.write(text)
+    return text

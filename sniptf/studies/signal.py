@@ -1,9 +1,11 @@
-"""Signal-propagation experiments (Lee et al., ICLR 2020), shared by scripts/signal_propagation.py.
+"""Signal-propagation experiments (Lee et al., ICLR 2020); `sniptf.commands.signal_propagation` runs them.
 
 Each function returns plain rows (dicts) that the script writes as JSON,
 tables and figures.
 """
 
+import json
+import os
 import time
 
 import keras
@@ -12,11 +14,14 @@ import tensorflow as tf
 
 from sniptf import data as data_lib
 from sniptf import models as models_lib
-from sniptf.experiments import train_and_evaluate
 from sniptf.isometry import approximate_isometry
 from sniptf.jacobian import jacobian_singular_values
 from sniptf.pruning import prune
 from sniptf.report import sparsity as sparsity_report
+from sniptf.studies.common import markdown_table
+from sniptf.studies.common import train_and_evaluate
+
+EXPERIMENTS = ("jsv", "trainability", "supervision", "transfer")
 
 INITS = {"variance_scaling": "variance_scaling", "orthogonal": "orthogonal"}
 
@@ -41,10 +46,7 @@ def _batch(dataset, size, seed):
 
 
 def _pruned(model, batch, sparsity, isometry_steps, loss=None, seed=0):
-    if sparsity == 0.0:
-        pruned = prune(model, batch, kappa=1.0, seed=seed, loss=loss)
-    else:
-        pruned = prune(model, batch, kappa=1.0 - sparsity, seed=seed, loss=loss)
+    pruned = prune(model, batch, kappa=1.0 - sparsity, seed=seed, loss=loss)
     if isometry_steps:
         approximate_isometry(pruned, steps=isometry_steps)
     return pruned
@@ -74,6 +76,16 @@ def jsv_vs_sparsity(*, dataset="mnist10k", activations=("tanh", "relu"),
                                  "end_to_end_mean": report.end_to_end.mean,
                                  "layer_means": [s.mean for s in report.layers]})
     return rows
+
+
+def error_table(rows, key, title):
+    """Test error per `key` (a row) and sparsity (a column), as markdown under `### title`."""
+    sparsities = sorted({r["sparsity"] for r in rows})
+    kinds = list(dict.fromkeys(r[key] for r in rows))
+    cells = [[kind] + [next(f"{100 * r['test_error']:.2f}%" for r in rows
+                            if r[key] == kind and r["sparsity"] == s) for s in sparsities]
+             for kind in kinds]
+    return f"### {title}\n\n" + markdown_table([key] + [f"{100 * s:g}% sparse" for s in sparsities], cells)
 
 
 def _train(model, dataset, epochs, batch_size, learning_rate, seed):
@@ -137,3 +149,50 @@ def transfer(*, source="fashion_mnist", target="mnist10k", sparsities=(0.9, 0.95
             _, test_error = _train(pruned, target, epochs, batch_size, learning_rate, seed)
             rows.append({"sparsity": sparsity, "mask_from": name, "test_error": test_error})
     return rows
+
+
+def run_experiments(experiments, *, output_dir, figures_dir, dataset="mnist10k",
+                    transfer_source="fashion_mnist", transfer_target="mnist10k",
+                    sparsities=(0.0, 0.5, 0.7, 0.9, 0.95, 0.98, 0.99), train_sparsities=(0.9, 0.95, 0.98),
+                    width=100, depth=7, isometry_steps=2000, epochs=20, learning_rate=0.01, seed=0,
+                    log=print):
+    """Runs the named experiments (`EXPERIMENTS`); writes `<output_dir>/results.json`,
+    `tables.md` and the figures into `figures_dir`. Returns the markdown tables."""
+    from sniptf.studies import plots
+
+    common = dict(width=width, depth=depth, isometry_steps=isometry_steps, seed=seed)
+    train = dict(epochs=epochs, learning_rate=learning_rate, **common)
+    results, tables, seconds = {}, [], {}
+    for name in experiments:
+        start = time.perf_counter()
+        log(f"running {name}")
+        if name == "jsv":
+            rows = jsv_vs_sparsity(dataset=dataset, sparsities=sparsities, **common)
+            plots.jsv_vs_sparsity(rows, os.path.join(figures_dir, "jsv_vs_sparsity.png"),
+                                  title=f"{depth}-layer MLPs (width {width}), SNIP on {dataset}")
+        elif name == "trainability":
+            rows = trainability(dataset=dataset, sparsities=train_sparsities, **train)
+            plots.training_curves(rows, os.path.join(figures_dir, "trainability.png"),
+                                  title=f"tanh MLP, variance scaling, {dataset}; dashed: no AI")
+            tables.append(error_table([dict(r, run="+ AI" if r["isometry"] else "SNIP only") for r in rows],
+                                      "run", "Trainability: test error"))
+        elif name == "supervision":
+            rows = supervision(dataset=dataset, sparsities=train_sparsities, **train)
+            tables.append(error_table(rows, "scoring", "Pruning without supervision: test error"))
+        elif name == "transfer":
+            rows = transfer(source=transfer_source, target=transfer_target, sparsities=train_sparsities,
+                            **train)
+            tables.append(error_table(
+                rows, "mask_from", f"Transfer of sparsity: masks from {transfer_source} (source) or "
+                f"{transfer_target} (target), trained on {transfer_target}"))
+        else:
+            raise ValueError(f"Unknown experiment. Expected one of {EXPERIMENTS}. Received: {name!r}")
+        results[name] = rows
+        seconds[name] = time.perf_counter() - start
+        log(f"{name} took {seconds[name]:.0f} s")
+    with open(os.path.join(output_dir, "results.json"), "w") as f:
+        json.dump({"results": results, "seconds": seconds}, f, indent=1)
+    text = "\n".join(tables)
+    with open(os.path.join(output_dir, "tables.md"), "w") as f:
+        f.write(text)
+    return text

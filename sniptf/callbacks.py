@@ -1,0 +1,115 @@
+"""Keras callbacks for training pruned networks.
+
+`keras.callbacks.TensorBoard` already logs the learning rate and
+`BackupAndRestore` handles preemption; these add what Keras lacks.
+"""
+
+import json
+import os
+import time
+
+import keras
+from absl import logging
+
+from sniptf.report import sparsity
+
+
+class SparsityLog(keras.callbacks.Callback):
+    """Adds the model's `sparsity` to the epoch logs (so TensorBoard plots it).
+
+    Put it before `keras.callbacks.TensorBoard` in the callback list.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        try:
+            logs["sparsity"] = sparsity(self.model).sparsity
+        except ValueError:  # a model with no prunable layer
+            logs["sparsity"] = 0.0
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves the model (a `.keras` file) when `monitor` improves.
+
+    `keras.callbacks.ModelCheckpoint(save_best_only=True)` does most of this
+    but not three things a preemptible run needs: it writes in place, so a
+    kill during the write corrupts the only best model (here: a temporary
+    file, then `os.replace`); it forgets its best value on restart, so the
+    first epoch after a resume overwrites a better model (here: the best
+    value lives in `<path>.json`); and it records no step (the `.json` has
+    the value, epoch and step, which `metrics.json` reports).
+    """
+
+    def __init__(self, path, monitor="val_accuracy", mode="max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"Expected mode 'max' or 'min'. Received: mode={mode!r}")
+        self.path = path
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "max" else -1.0
+
+    def best(self):
+        """`{"value", "epoch", "step"}` of the saved model, or None."""
+        try:
+            with open(self.path + ".json") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        best = self.best()
+        if best is not None and self.sign * value <= self.sign * best["value"]:
+            return
+        tmp = self.path + ".tmp.keras"
+        self.model.save(tmp)
+        os.replace(tmp, self.path)
+        with open(self.path + ".json.tmp", "w") as f:
+            json.dump({"value": float(value), "epoch": epoch + 1,
+                       "step": int(self.model.optimizer.iterations.numpy())}, f)
+        os.replace(self.path + ".json.tmp", self.path + ".json")
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops training once the optimizer has taken `train_steps` steps.
+
+    Lets the last epoch be shorter than the others (`train_steps` need not be
+    a multiple of the epoch length) and makes a resumed run end exactly at
+    `train_steps`: the step count comes from the restored optimizer.
+    """
+
+    def __init__(self, train_steps):
+        super().__init__()
+        self.train_steps = train_steps
+
+    def _check(self):
+        if int(self.model.optimizer.iterations.numpy()) >= self.train_steps:
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check()
+
+
+class Progress(keras.callbacks.Callback):
+    """One log line per epoch: step, loss, validation accuracy, elapsed time, ETA."""
+
+    def __init__(self, train_steps):
+        super().__init__()
+        self.train_steps = train_steps
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+        self.first_step = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = int(self.model.optimizer.iterations.numpy())
+        elapsed = time.perf_counter() - self.start
+        rate = (step - self.first_step) / elapsed if elapsed > 0 else 0.0
+        eta = (self.train_steps - step) / rate if rate > 0 else float("nan")
+        logging.info("step %d/%d (%.0f%%) loss %.4f val_accuracy %.4f elapsed %.0fs eta %.0fs",
+                     step, self.train_steps, 100.0 * step / self.train_steps, logs.get("loss", float("nan")),
+                     logs.get("val_accuracy", float("nan")), elapsed, eta)

@@ -1,0 +1,55 @@
+"""SNIP paper experiments (Lee et al., ICLR 2019) on the data this machine has.
+
+    sniptf-snip-experiments --output_dir=out/snip --figures_dir=docs/figures
+
+Experiments (--experiments, any subset):
+  table        LeNet-300-100 / LeNet-5-Caffe: dense, SNIP, random, magnitude at the paper's
+               sparsities, mean ± std over --seeds, on --datasets (budgets in
+               sniptf.studies.snip.BUDGETS);
+  sequential   LSTM-s and GRU-s at 95% vs dense on sequential mnist10k;
+  patterns     first-layer masks summed per pixel for one-class batches (b = 1, 10, 100);
+  memorization dense vs SNIP-pruned LeNet-300-100 trained on shuffled labels.
+Table runs are resumable: each writes <output_dir>/runs/<dataset>/<model>/<run>/seed<k>/ and
+finished runs are skipped.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from sniptf.studies import snip
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_enum("experiments", list(snip.EXPERIMENTS), snip.EXPERIMENTS, "Which experiments to run.")
+flags.DEFINE_multi_enum("datasets", ["mnist10k", "fashion_mnist"], sorted({d for d, _ in snip.BUDGETS}),
+                        "Table datasets (repeat the flag for several).")
+flags.DEFINE_multi_integer("seeds", [0, 1, 2], "Table seeds (repeat the flag for several).")
+flags.DEFINE_integer("epochs_scale", 100, "Percent of the default training budgets.", lower_bound=1)
+flags.DEFINE_integer("sequential_epochs", 20, "Epochs of the LSTM/GRU runs.", lower_bound=1)
+flags.DEFINE_integer("memorization_epochs", 100, "Epochs on shuffled labels.", lower_bound=1)
+flags.DEFINE_string("output_dir", "out/snip", "results.json, tables.md, flags.txt and runs/ go here.")
+flags.DEFINE_string("figures_dir", "out/snip/figures", "PNG figures go here.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    for d in (FLAGS.output_dir, FLAGS.figures_dir):
+        os.makedirs(d, exist_ok=True)
+    FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
+    tables = snip.run_experiments(
+        FLAGS.experiments, output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir,
+        datasets=FLAGS.datasets, seeds=FLAGS.seeds, epochs_scale=FLAGS.epochs_scale,
+        sequential_epochs=FLAGS.sequential_epochs, memorization_epochs=FLAGS.memorization_epochs,
+        log=logging.info)
+    print(tables)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

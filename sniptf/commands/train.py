@@ -1,0 +1,79 @@
+"""Prune at initialization, train, evaluate and export, under any tf.distribute strategy.
+
+    sniptf-train --model=lenet5_caffe --dataset=fashion_mnist --kappa=0.02 \
+        --train_steps=20000 --output_dir=out/lenet5_snip
+
+A run killed at any point resumes from its last epoch when started again with
+the same command. Writes flags.txt, metrics.json, logs/ (TensorBoard),
+checkpoints/best.keras and saved_model/ into --output_dir.
+"""
+
+import dataclasses
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from sniptf import data
+from sniptf import distribute
+from sniptf import models
+from sniptf import scoring
+from sniptf import training
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("model", "lenet_300_100", sorted(models.MODELS), "Zoo model.")
+flags.DEFINE_enum("dataset", "mnist10k", sorted(data.DATASETS), "Dataset.")
+flags.DEFINE_float("kappa", 0.05, "Fraction of prunable weights kept, in (0, 1].")
+flags.DEFINE_enum("criterion", "snip", sorted(scoring.CRITERIA) + [training.NO_PRUNING],
+                  "Pruning criterion; 'none' trains the dense model.")
+flags.DEFINE_integer("batch_size", 100, "Global batch size.", lower_bound=1)
+flags.DEFINE_integer("train_steps", 1000, "Training steps.", lower_bound=1)
+flags.DEFINE_integer("eval_every", 100, "Steps between validations, checkpoints and backups "
+                     "(the last epoch is shorter if it does not divide --train_steps).", lower_bound=1)
+flags.DEFINE_enum("optimizer", "momentum", training.OPTIMIZERS, "Optimizer.")
+flags.DEFINE_float("learning_rate", 0.1, "Initial learning rate.")
+flags.DEFINE_float("momentum", 0.9, "Momentum (momentum / nesterov), in [0, 1).")
+flags.DEFINE_enum("lr_schedule", "piecewise", training.LR_SCHEDULES, "Learning-rate schedule.")
+flags.DEFINE_integer("lr_decay_every", 25000, "piecewise: steps between decays.")
+flags.DEFINE_float("lr_decay_factor", 0.1, "piecewise: factor per decay.")
+flags.DEFINE_float("lr_end_factor", 0.0, "linear: final learning rate / initial.")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (e.g. 5e-4), >= 0.")
+flags.DEFINE_string("kernel_initializer", "", "Override the zoo model's kernel initializer (a Keras name).")
+flags.DEFINE_integer("seed", 0, "Seed of the init, data order and mask.")
+flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute strategy.")
+flags.DEFINE_string("tpu", "", "With --strategy=tpu: TPU name, 'local' or grpc://host:port.")
+flags.DEFINE_integer("num_cpu_devices", 0, "With --strategy=mirrored: split the CPU into N logical devices.",
+                     lower_bound=0)
+flags.DEFINE_string("output_dir", "out/train", "Output directory.")
+
+
+def config_from_flags():
+    fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    return training.TrainConfig(**{name: FLAGS[name].value for name in fields})
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.num_cpu_devices and FLAGS.strategy == "mirrored":
+        distribute.split_cpu(FLAGS.num_cpu_devices)  # before TensorFlow initializes
+    try:
+        plan = training.prepare(config_from_flags())
+        # before any data is loaded: an unreachable TPU fails here
+        strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu,
+                                            num_cpu_devices=FLAGS.num_cpu_devices or None)
+    except (ValueError, TypeError, TimeoutError, RuntimeError) as e:
+        raise app.UsageError(training.as_flags(str(e))) from e
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
+    training.run(plan, strategy)
+    logging.info("metrics written to %s", os.path.join(FLAGS.output_dir, "metrics.json"))
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
