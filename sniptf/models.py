@@ -293,6 +293,73 @@ def resnet8(input_shape, num_classes, kernel_initializer="he_normal"):
     return keras.Model(inputs, outputs, name="resnet8")
 
 
+@register_model("dps_simple_cnn")
+def dps_simple_cnn(input_shape, num_classes, kernel_initializer="variance_scaling"):
+    """The data-parallelism-and-sparsity authors' Simple-CNN (Lee et al., ICLR 2021 code):
+    conv 5x5 32 VALID, max-pool 2, conv 5x5 64 VALID, max-pool 2, one dense layer to
+    the logits, ReLU, no batch-norm; 62,346 weights on MNIST. (`simple_cnn` is Shallue
+    et al.'s net with an extra FC-1024.)"""
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(32, 5, padding="valid", activation="relu",
+                      kernel_initializer=kernel_initializer, name="conv1")(inputs)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 5, padding="valid", activation="relu",
+                      kernel_initializer=kernel_initializer, name="conv2")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
+    return keras.Model(inputs, outputs, name="dps_simple_cnn")
+
+
+@keras.saving.register_keras_serializable(package="sniptf")
+class ChannelPad(layers.Layer):
+    """Appends `extra` all-zero channels (the parameter-free shortcut of a ResNet)."""
+
+    def __init__(self, extra, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise ValueError(f"Expected an int >= 0. Received: extra={extra!r}")
+        self.extra = extra
+
+    def call(self, x):
+        pad = [[0, 0]] * (len(x.shape) - 1) + [[0, self.extra]]
+        return keras.ops.pad(x, pad)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (None if input_shape[-1] is None else input_shape[-1] + self.extra,)
+
+    def get_config(self):
+        return {**super().get_config(), "extra": self.extra}
+
+
+@register_model("dps_resnet8")
+def dps_resnet8(input_shape, num_classes, kernel_initializer="he_normal"):
+    """The data-parallelism-and-sparsity authors' ResNet-8 for CIFAR-10: conv 16, three
+    stages (16, 32, 64 filters) of one pre-activation block (ReLU before each 3x3 conv),
+    parameter-free shortcuts (average-pool by the stride, zero-padded channels), no
+    batch-norm, ReLU, global average pooling, FC. (`resnet8` uses 1x1 conv shortcuts.)"""
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(16, 3, padding="same", kernel_initializer=kernel_initializer, name="conv0")(inputs)
+    channels = 16
+    for stage, (width, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
+        prefix = f"stage{stage + 1}"
+        h = layers.ReLU()(x)
+        h = layers.Conv2D(width, 3, strides=stride, padding="same", kernel_initializer=kernel_initializer,
+                          name=f"{prefix}_conv1")(h)
+        h = layers.ReLU()(h)
+        h = layers.Conv2D(width, 3, padding="same", kernel_initializer=kernel_initializer,
+                          name=f"{prefix}_conv2")(h)
+        if stride != 1:
+            x = layers.AveragePooling2D(stride, padding="same")(x)
+        if width != channels:
+            x = ChannelPad(width - channels)(x)
+        x = layers.Add()([x, h])
+        channels = width
+    x = layers.GlobalAveragePooling2D()(layers.ReLU()(x))
+    outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)
+    return keras.Model(inputs, outputs, name="dps_resnet8")
+
+
 @register_model("mlp7")
 def mlp7(input_shape, num_classes, kernel_initializer="variance_scaling", activation="tanh",
          width=100, depth=7):

@@ -44,5 +44,4 @@ def run_main(module, argv):
     """Parses `argv` into the global flags and runs the command's main."""
     from absl import flags
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(argv)
-    return module.main([argv[0]])
+    return module.main(flags.FLAGS(argv))  # argv[0] and any positional arguments

@@ -35,7 +35,7 @@ def test_wheel_installs_commands_and_data(tmp_path):
     assert where.returncode == 0, where.stderr[-2000:]
     assert str(venv) in where.stdout and "(7001, 28, 28)" in where.stdout, where.stdout
     for command in ("sniptf-demo", "sniptf-train", "sniptf-export", "sniptf-snip-experiments",
-                    "sniptf-signal-propagation"):
+                    "sniptf-signal-propagation", "sniptf-steps-to-result"):
         proc = run(str(venv / "bin" / command), "--helpfull")
         assert "--output_dir" in proc.stdout, (command, proc.stderr[-2000:])  # absl help exits 1
     out = tmp_path / "run"

@@ -1,0 +1,202 @@
+"""The distributed trial engine for real: worker processes sharing an Optuna journal or a
+PostgreSQL server, a worker killed mid-trial, and the steps_to_result command."""
+
+import collections
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from absl import app
+from conftest import load_script as _load
+from conftest import run_main as _run
+
+from sniptf.studies import data_parallelism as dps
+from sniptf.studies import trial_engine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "steps_to_result.py")
+GRID = ["--workload=tiny", "--sparsities=0", "--sparsities=0.5", "--batch_sizes=32", "--batch_sizes=64",
+        "--trials=3"]
+
+
+def _env():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def _cmd(action, study_dir, storage, *extra):
+    return [sys.executable, SCRIPT, action, f"--study_dir={study_dir}", f"--storage={storage}",
+            "--tf_threads=1", *extra]
+
+
+def _once_each(engine, spec):
+    """Every (study, Sobol index) has exactly one result."""
+    seen = collections.Counter((r["study"], r["index"]) for r in engine.records())
+    expected = {(name, i) for name in spec["studies"] for i in range(spec["trials"])}
+    assert set(seen) == expected, sorted(expected - set(seen))
+    assert set(seen.values()) == {1}, [k for k, v in seen.items() if v > 1]
+
+
+def test_storage_choices_and_prepare_rules(tmp_path):
+    with pytest.raises(ValueError, match="SQLite.*optuna#4002.*Received: storage='sqlite:///x.db'"):
+        trial_engine.open_storage("sqlite:///x.db")
+    engine = trial_engine.TrialEngine(str(tmp_path / "journal.log"))
+    assert engine.spec() is None
+    with pytest.raises(ValueError, match="prepare first"):
+        engine.study_names()
+    spec = dps.make_spec("tiny", sparsities=[0.0, 0.5], batch_sizes=[32], trials=4)
+    assert dps.prepare(engine, spec) == 8
+    assert dps.prepare(engine, spec) == 0  # the same spec again: a no-op
+    assert engine.counts() == {"WAITING": 8}
+    other = dps.make_spec("tiny", sparsities=[0.0, 0.5], batch_sizes=[32], trials=5)
+    with pytest.raises(ValueError, match="different spec"):
+        dps.prepare(engine, other)
+    assert engine.counts() == {"WAITING": 8}
+    waiting = engine.storage.get_all_trials(engine.storage.get_study_id_from_name(spec["studies"][0]))
+    assert [t.user_attrs["params"] for t in waiting] == dps.sobol_points(
+        list(dps.get_workload("tiny").space), 4)
+
+
+def test_two_worker_processes_run_each_point_exactly_once(tmp_path):
+    storage = str(tmp_path / "journal.log")
+    subprocess.run(_cmd("prepare", tmp_path, storage, *GRID), env=_env(), check=True,
+                   capture_output=True, timeout=120)
+    workers = [subprocess.Popen(_cmd("work", tmp_path, storage), env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [w.communicate(timeout=600)[1] for w in workers]
+    for w, err in zip(workers, errors):
+        assert w.returncode == 0, err[-3000:]
+    engine = trial_engine.TrialEngine(storage)
+    _once_each(engine, engine.spec())
+    assert set(engine.counts()) <= {"COMPLETE", "PRUNED", "FAIL"}
+    hosts = {r["worker"] for r in engine.records()}
+    assert len(hosts) == 2, f"one worker ran everything: {hosts}"
+
+
+def test_worker_killed_mid_trial_then_resume_and_work_completes_every_point_once(tmp_path):
+    storage = str(tmp_path / "journal.log")
+    # goal 0 is never reached: every trial runs its whole budget (seconds), so the kill lands mid-trial
+    subprocess.run(_cmd("prepare", tmp_path, storage, "--workload=tiny", "--sparsities=0",
+                        "--sparsities=0.5", "--batch_sizes=32", "--trials=2", "--goal_error=0",
+                        "--max_steps=2000", "--eval_every=100"),
+                   env=_env(), check=True, capture_output=True, timeout=120)
+    engine = trial_engine.TrialEngine(storage)
+    worker = subprocess.Popen(_cmd("work", tmp_path, storage), env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while engine.counts().get("RUNNING", 0) == 0:
+        assert worker.poll() is None and time.time() < deadline, "the worker never started a trial"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert worker.returncode == -signal.SIGKILL
+    assert engine.counts().get("RUNNING") == 1, engine.counts()
+    assert engine.resume() == 1
+    assert engine.counts().get("RUNNING", 0) == 0 and engine.resume() == 0
+    proc = subprocess.run(_cmd("work", tmp_path, storage), env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _once_each(engine, engine.spec())
+    statuses = [t.user_attrs.get("status") for name in engine.study_names()
+                for t in engine.storage.get_all_trials(engine.storage.get_study_id_from_name(name))]
+    assert statuses.count("abandoned") == 1 and statuses.count("not_reached") == 4
+
+
+def _postgres_bin():
+    for root in sorted(glob_dirs("/usr/lib/postgresql/*/bin"), reverse=True):
+        if os.path.exists(os.path.join(root, "initdb")):
+            return root
+    return None
+
+
+def glob_dirs(pattern):
+    import glob
+    return glob.glob(pattern)
+
+
+@pytest.mark.skipif(_postgres_bin() is None, reason="PostgreSQL server not installed: "
+                    "apt-get install -y postgresql (Debian), as .ci/run does")
+def test_workers_on_a_real_postgresql_server(tmp_path):
+    pytest.importorskip("psycopg2", reason="pip install psycopg2-binary (the [dev] extra has it)")
+    bin_dir = _postgres_bin()
+    base = tempfile.mkdtemp(prefix="sniptf-pg-")
+    os.chmod(base, 0o777)
+    data, sock = os.path.join(base, "data"), os.path.join(base, "sock")
+    os.mkdir(sock)
+    os.chmod(sock, 0o777)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+        shutil.chown(sock, "postgres")
+    run = lambda *cmd: subprocess.run([*as_postgres, *cmd], capture_output=True, text=True, timeout=120)
+    init = run(os.path.join(bin_dir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust")
+    assert init.returncode == 0, init.stderr[-2000:]
+    start = run(os.path.join(bin_dir, "pg_ctl"), "-D", data, "-w", "-l", os.path.join(base, "log"),
+                "-o", f"-p {port} -k {sock} -h 127.0.0.1", "start")
+    assert start.returncode == 0, start.stderr[-2000:] + open(os.path.join(base, "log")).read()[-2000:]
+    try:
+        created = run(os.path.join(bin_dir, "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                      "postgres", "sniptf")
+        assert created.returncode == 0, created.stderr
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/sniptf"
+        subprocess.run(_cmd("prepare", tmp_path, url, *GRID), env=_env(), check=True, capture_output=True,
+                       timeout=180)
+        workers = [subprocess.Popen(_cmd("work", tmp_path, url), env=_env(), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        errors = [w.communicate(timeout=600)[1] for w in workers]
+        for w, err in zip(workers, errors):
+            assert w.returncode == 0, err[-3000:]
+        engine = trial_engine.TrialEngine(url)
+        _once_each(engine, engine.spec())
+        assert len({r["worker"] for r in engine.records()}) == 2
+        engine.storage.engine.dispose()
+    finally:
+        run(os.path.join(bin_dir, "pg_ctl"), "-D", data, "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
+    module = _load("steps_to_result")
+    study = tmp_path / "study"
+    _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *GRID, "--incumbent_cutoff"])
+    _run(module, ["steps_to_result", "work", f"--study_dir={study}"])
+    _run(module, ["steps_to_result", "report", f"--study_dir={study}", "--probe_batch_size=32",
+                  "--probe_steps=20", "--probe_every=10"])
+    results = json.load(open(study / "results.json"))
+    assert set(results) >= {"workload", "trials", "points", "fits", "lipschitz", "noise_scale"}
+    assert results["workload"]["workload"]["name"] == "tiny" and results["workload"]["incumbent_cutoff"]
+    assert len(results["trials"]) == 12 and len(results["points"]) == 4
+    trial = results["trials"][0]
+    assert set(trial) >= {"sparsity", "batch_size", "sobol_index", "params", "status", "steps"}
+    point = results["points"][0]
+    assert set(point) >= {"sparsity", "batch_size", "k_star", "reached", "not_reached", "diverged",
+                          "best_params"}
+    assert sum(p["reached"] + p["not_reached"] + p["diverged"] for p in results["points"]) == 12
+    for fit in results["fits"]:
+        assert set(fit) >= {"sparsity", "c1", "c2", "b_crit", "r2_log"}
+    for entry in results["lipschitz"]:
+        assert entry["batch_size"] == 32 and len(entry["values"]) == 2 and entry["mean"] > 0
+    assert {n["sparsity"] for n in results["noise_scale"]} == {0.0, 0.5}
+    for name in ("k_star", "k_star_normalized", "best_lr", "trial_status", "lipschitz"):
+        assert (study / f"{name}.png").stat().st_size > 5_000
+    assert "B_crit" in (study / "summary.md").read_text()
+    # the same prepare again is a no-op; another spec is refused, naming the flag
+    _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *GRID, "--incumbent_cutoff"])
+    with pytest.raises(app.UsageError, match="different spec"):
+        _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *GRID, "--trials=4"])
+    with pytest.raises(app.UsageError, match="--storage='sqlite:///x.db'"):
+        _run(module, ["steps_to_result", "work", f"--study_dir={study}", "--storage=sqlite:///x.db"])
+    with pytest.raises(app.UsageError, match="Expected one action"):
+        _run(module, ["steps_to_result", "train", f"--study_dir={study}"])
