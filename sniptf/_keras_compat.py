@@ -105,3 +105,45 @@ def current_reduce_per_replica():
     """The trainer's reduction function (tests check nothing leaks out)."""
     from keras.src.backend.tensorflow import trainer as tf_trainer
     return tf_trainer.reduce_per_replica
+
+
+def compile_arguments(model):
+    """The arguments `model.compile` was last called with, or None if not compiled.
+
+    Keras 3.0-3.15 keep them raw only in `_compile_config.config`;
+    `get_compile_config()` serializes them, which fails for plain Python loss
+    functions. The transforms recompile their copies with these.
+    """
+    if not getattr(model, "compiled", False):
+        return None
+    config = getattr(model, "_compile_config", None)
+    return dict(config.config) if config is not None else None
+
+
+def _keras_scales_losses_by_replicas():
+    try:
+        from keras.src.losses import loss as loss_module
+    except ImportError:  # pragma: no cover
+        return False
+    return hasattr(loss_module, "scale_loss_for_distribution")
+
+
+# Keras >= 3.4 (TensorFlow backend) divides every loss, and every added loss, by
+# num_replicas_in_sync inside a replica context (losses.loss.
+# scale_loss_for_distribution), so that summed replica gradients give the global
+# mean; detected by the presence of that function.
+_LOSSES_SCALED_BY_REPLICAS = _keras_scales_losses_by_replicas()
+
+
+def unscaled_compute_loss(model, x, y, y_pred, sample_weight, training):
+    """`model.compute_loss` as the mean over this replica's examples.
+
+    sniptf sums `mean x count` over replicas and divides by the global
+    example count itself, which stays exact for uneven splits and sample
+    weights; so Keras's division by the replica count is undone here.
+    """
+    value = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if _LOSSES_SCALED_BY_REPLICAS and replicas > 1 and tf.distribute.in_cross_replica_context() is False:
+        value = value * tf.cast(replicas, value.dtype)
+    return value

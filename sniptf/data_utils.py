@@ -1,5 +1,12 @@
-"""Checks and iteration for the `(x, y)` batches sniptf scores on."""
+"""Checks and iteration for the batches sniptf scores on.
 
+Every element shape `model.fit` takes from a `tf.data.Dataset` or arrays:
+`x` (a tensor, tuple or dict), `(x,)`, `(x, y)` or `(x, y, sample_weight)`,
+with `y` a tensor, tuple or dict — unpacked as Keras unpacks them
+(`keras.utils.unpack_x_y_sample_weight`).
+"""
+
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -9,43 +16,56 @@ def shape_of(value):
     return shapes[0] if len(shapes) == 1 else shapes
 
 
-def _unpack(element, index):
-    if isinstance(element, dict):
-        raise ValueError(
-            f"Batch {index} is a dict with keys {sorted(element)}; sniptf needs "
-            "(x, y) batches. For tfds, load with as_supervised=True.")
-    if not isinstance(element, (tuple, list)) or len(element) != 2:
-        raise ValueError(
-            f"Expected the dataset to yield (x, y) batches. Received: batch {index} "
-            f"= {type(element).__name__} with structure {shape_of(element)}")
-    return element[0], element[1]
+def unpack(element):
+    """`(x, y, sample_weight)` of one element, as `model.fit` reads it."""
+    if isinstance(element, list):
+        element = tuple(element)
+    return keras.utils.unpack_x_y_sample_weight(element)
+
+
+def _size(x):
+    first = tf.nest.flatten(x)[0]
+    return len(first) if np.ndim(first) else 0
 
 
 def batches(dataset, num_batches, batch_size=None):
-    """Yields up to `num_batches` `(x, y)` batches from a Dataset or an (x, y) pair."""
+    """Yields up to `num_batches` `(x, y, sample_weight)` batches (y and sample_weight may be None).
+
+    Args:
+        dataset: a `tf.data.Dataset` of batches, or arrays: `x`, `(x, y)` or
+            `(x, y, sample_weight)` (one batch, or batches of `batch_size`).
+    """
     if isinstance(dataset, tf.data.Dataset):
-        for index, element in enumerate(dataset.take(num_batches)):
-            yield _unpack(element, index)
+        for element in dataset.take(num_batches):
+            yield unpack(element)
         return
-    if not isinstance(dataset, (tuple, list)) or len(dataset) != 2:
+    if isinstance(dataset, (tuple, list)) and not 1 <= len(dataset) <= 3:
         raise TypeError(
-            "Expected `dataset` to be a tf.data.Dataset of (x, y) batches or an "
-            f"(x, y) pair of arrays. Received: dataset={type(dataset).__name__}")
-    x, y = dataset
-    n = len(tf.nest.flatten(x)[0])
-    if len(y) != n:
-        raise ValueError(
-            f"x and y disagree on the number of examples: {n} vs {len(y)}.")
+            "Expected `dataset` to be a tf.data.Dataset, or arrays as model.fit takes them: x, "
+            f"(x, y) or (x, y, sample_weight). Received: a {type(dataset).__name__} of {len(dataset)} items")
+    if not isinstance(dataset, (tuple, list, dict, np.ndarray, tf.Tensor)):
+        raise TypeError(
+            "Expected `dataset` to be a tf.data.Dataset, or arrays as model.fit takes them: x, "
+            f"(x, y) or (x, y, sample_weight). Received: dataset={type(dataset).__name__}")
+    x, y, sw = unpack(dataset)
+    n = _size(x)
+    for name, value in (("y", y), ("sample_weight", sw)):
+        if value is not None:
+            for part in tf.nest.flatten(value):
+                if len(part) != n:
+                    raise ValueError(
+                        f"x and {name} disagree on the number of examples: {n} vs {len(part)}.")
     if n == 0:
-        raise ValueError("The dataset yielded no batches; x and y are empty.")
+        raise ValueError("The dataset yielded no batches; the arrays are empty.")
     if batch_size is None:
-        yield x, y
+        yield x, y, sw
         return
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected `batch_size` to be an int >= 1. Received: batch_size={batch_size!r}")
+    cut = lambda value, sl: None if value is None else tf.nest.map_structure(lambda a: a[sl], value)
     for index in range(min(num_batches, -(-n // batch_size))):
         sl = slice(index * batch_size, (index + 1) * batch_size)
-        yield tf.nest.map_structure(lambda a: a[sl], x), y[sl]
+        yield cut(x, sl), cut(y, sl), cut(sw, sl)
 
 
 def check_fits(model, x, y, index):
@@ -53,8 +73,14 @@ def check_fits(model, x, y, index):
     inputs = getattr(model, "inputs", None)
     try:
         expected = [tuple(t.shape) for t in inputs] if inputs else None
+        names = [t.name for t in inputs] if inputs else None
     except (AttributeError, ValueError):
-        expected = None
+        expected = names = None
+    if isinstance(x, dict):  # match by input name; other keys are the model's business
+        if expected is None or set(x) != set(names):
+            expected = None
+        else:
+            x = [x[name] for name in names]
     xs = tf.nest.flatten(x)
     if expected is not None and len(expected) == len(xs):
         for want, arr in zip(expected, xs):
@@ -68,7 +94,7 @@ def check_fits(model, x, y, index):
                     f"Batch {index} does not fit the model: x has shape {got}, "
                     f"the model expects {want}.{hint}")
     bx = np.shape(xs[0])[0] if np.ndim(xs[0]) else None
-    by = np.shape(y)[0] if np.ndim(y) else None
-    if bx is not None and by is not None and bx != by:
-        raise ValueError(
-            f"Batch {index} has {bx} inputs but {by} labels.")
+    for part in tf.nest.flatten(y) if y is not None else []:
+        by = np.shape(part)[0] if np.ndim(part) else None
+        if bx is not None and by is not None and bx != by:
+            raise ValueError(f"Batch {index} has {bx} inputs but {by} labels.")

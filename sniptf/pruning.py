@@ -24,7 +24,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
 
     Args:
         model: a Sequential or Functional Keras model; it is not modified.
-        dataset: a `tf.data.Dataset` of `(x, y)` batches, or an `(x, y)` pair.
+        dataset: what `model.fit` takes: a `tf.data.Dataset` of batches, or
+            arrays `x`, `(x, y)` or `(x, y, sample_weight)` (tensors, tuples or dicts).
         kappa: a float in (0, 1], the fraction of prunable weights kept
             (0.05 = 95% sparse), or an int >= 1, the exact number kept.
         criterion: `"snip"` (default), `"magnitude"`, `"random"`, or a name
@@ -32,8 +33,10 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         scope: `"global"` (the paper) or `"layerwise"` (same fraction per
             weight tensor).
         num_batches: batches to score on; gradients are summed before |·|.
-        loss: the loss to score with (default: the compiled loss, else sparse
-            categorical cross-entropy, from logits unless the output is a softmax).
+        loss: the loss to score with (default: everything a compiled model
+            trains on, via `model.compute_loss`; else sparse categorical
+            cross-entropy, from logits unless the output is a softmax). See
+            `sniptf.saliency`.
         batch_size: splits an `(x, y)` pair into batches.
         seed: fixes tie-breaking, the random criterion and re-drawn weights.
         include_biases: parity switch: biases are masked and scored too (at
@@ -45,7 +48,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
             dict of its keyword arguments (e.g. `{"steps": 2000}`).
 
     Returns:
-        A new model whose prunable layers are `MaskedLayer`s with fixed masks.
+        A new model whose prunable layers are `MaskedLayer`s with fixed masks,
+        compiled like `model` if `model` was compiled.
 
     Raises:
         TypeError / ValueError: bad `kappa`, `criterion` or `scope`, a model
@@ -69,7 +73,7 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
                         f"arguments. Received: isometry={isometry!r}")
     pruned = transform.wrap(model, include_biases=include_biases)
     if not pruned.built:
-        x, _ = next(iter(data_utils.batches(dataset, 1, batch_size)), (None, None))
+        x, _, _ = next(iter(data_utils.batches(dataset, 1, batch_size)), (None, None, None))
         if x is None:
             raise ValueError("The dataset yielded no batches; it is empty.")
         pruned(x)

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sniptf import _keras_compat
 from sniptf import data_utils
 from sniptf import transform
 
@@ -96,6 +97,32 @@ def _softmax_output(model):
     return name == "softmax"
 
 
+COMPILED = "compiled"  # score with the model's own `compute_loss`
+
+
+def scoring_loss(model, loss=None):
+    """What `saliency` scores with: `loss` if given (see `resolve_loss`); else, for a
+    compiled model, `COMPILED`: everything Keras trains on (`model.compute_loss`: the
+    compiled losses with their `loss_weights`, and `model.losses`); else sparse
+    categorical cross-entropy.
+
+    Raises:
+        ValueError: an uncompiled model with several outputs and no `loss`.
+    """
+    if loss is not None:
+        return resolve_loss(model, loss)
+    if getattr(model, "compiled", False):
+        return COMPILED
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) > 1:
+        raise ValueError(
+            f"Model '{model.name}' has {len(outputs)} outputs and is not compiled, so there is no "
+            "loss to score with. Compile it with its losses (SNIP then scores the loss Keras "
+            "trains on) or pass loss=fn(y_true, y_pred) (it receives the structures of targets "
+            "and predictions). Received: loss=None")
+    return resolve_loss(model, None)
+
+
 def resolve_loss(model, loss=None):
     """The per-example loss function used for scoring.
 
@@ -123,8 +150,13 @@ def resolve_loss(model, loss=None):
     return fn
 
 
-def summed_loss(loss_fn, y, pred):
-    """`(sum of per-example losses, example count)` as float32 tensors."""
+def summed_loss(loss_fn, y, pred, sample_weight=None):
+    """`(sum of per-example losses, example count)` as float32 tensors.
+
+    With `sample_weight` ([batch]) each example's loss is weighted and the
+    count stays the number of examples, as Keras's `sum_over_batch_size`
+    reduction does in `fit`.
+    """
     if isinstance(loss_fn, keras.losses.Loss):
         values = loss_fn.call(y, pred)
     else:
@@ -132,40 +164,60 @@ def summed_loss(loss_fn, y, pred):
     values = tf.cast(values, tf.float32)
     n = tf.cast(tf.shape(tf.nest.flatten(pred)[0])[0], tf.float32)
     if values.shape.rank == 0:
+        if sample_weight is not None:
+            raise ValueError(
+                "The scoring loss returns one number per batch, so sample weights cannot be "
+                "applied; return per-example losses of shape [batch] instead. Received: a scalar loss")
         return values * n, n
-    return tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32)
+    if sample_weight is not None:
+        w = tf.cast(tf.reshape(sample_weight, [-1] + [1] * (values.shape.rank - 1)), tf.float32)
+        values = values * w
+    per_example = tf.cast(tf.size(values), tf.float32) / tf.maximum(n, 1.0)
+    return tf.reduce_sum(values), n * per_example
 
 
 def _gradient_pass(model, masks, loss_fn, training):
     """A compiled step: ∂(mean loss)/∂c over the global batch, reduced over replicas."""
     strategy = tf.distribute.get_strategy()
 
-    def replica_step(x, y):
+    def replica_step(x, y, sample_weight):
         with tf.GradientTape() as tape:
             tape.watch(masks)
             pred = model(x, training=training)
-            total, count = summed_loss(loss_fn, y, pred)
+            if loss_fn is COMPILED:
+                # compute_loss is a mean over this replica's examples: times their
+                # count, summed over replicas, over the global count = the global mean
+                count = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
+                mean = tf.cast(_keras_compat.unscaled_compute_loss(model, x, y, pred, sample_weight,
+                                                                   training), tf.float32)
+                total = tf.cond(count > 0, lambda: mean * count, lambda: tf.zeros(()))
+            else:
+                total, count = summed_loss(loss_fn, y, pred, sample_weight)
         grads = tape.gradient(total, masks, unconnected_gradients="zero")
         return grads, total, count
 
     @tf.function(reduce_retracing=True)
-    def step(x, y):
-        grads, total, count = strategy.run(replica_step, args=(x, y))
+    def step(x, y, sample_weight):
+        grads, total, count = strategy.run(replica_step, args=(x, y, sample_weight))
         reduce = lambda v: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
         count = reduce(count)  # examples seen over all replicas: the global batch
         return [reduce(g) / count for g in grads], reduce(total) / count, count
 
-    def split(batch):
+    def split(value):
+        if value is None:
+            return None
+
         def part(ctx):
             n, i = ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group
             cut = lambda t: t[(tf.shape(t)[0] * i) // n:(tf.shape(t)[0] * (i + 1)) // n]
-            return tf.nest.map_structure(cut, batch)
+            return tf.nest.map_structure(cut, value)
         return strategy.experimental_distribute_values_from_function(part)
 
     def run(batch):
         # one replica (no strategy, or a single device) takes the batch as it is
-        x, y = split(batch) if strategy.num_replicas_in_sync > 1 else batch
-        return step(x, y)
+        if strategy.num_replicas_in_sync > 1:
+            batch = tuple(split(v) for v in batch)
+        return step(*batch)
 
     return run
 
@@ -183,11 +235,16 @@ def saliency(model, dataset, *, criterion="snip", num_batches=1, loss=None,
 
     Args:
         model: a model with `MaskedLayer`s (see `sniptf.wrap`).
-        dataset: a `tf.data.Dataset` of `(x, y)` batches, or an `(x, y)` pair
-            of arrays (one batch, or batches of `batch_size`).
+        dataset: what `model.fit` takes: a `tf.data.Dataset` of batches or
+            arrays, as `x`, `(x, y)` or `(x, y, sample_weight)`; `x` and `y` may
+            be tensors, tuples or dicts (one batch, or batches of `batch_size`).
         criterion: a name in `sniptf.scoring.CRITERIA`.
         num_batches: how many batches to score on.
-        loss: overrides the loss (see `resolve_loss`).
+        loss: overrides the loss. Default: a compiled model's own
+            `compute_loss` (all compiled losses with their `loss_weights`,
+            sample weights, added losses), else sparse categorical
+            cross-entropy. A function gets `(y_true, y_pred)` in the model's
+            structures (dicts for dict outputs) and returns per-example losses.
         batch_size: splits an `(x, y)` pair into batches of this size.
         seed: seeds the `random` criterion.
         bn_training: run the model in training mode (batch-norm uses batch
@@ -221,6 +278,14 @@ def saliency(model, dataset, *, criterion="snip", num_batches=1, loss=None,
     return scores
 
 
+def _cause(error):
+    """The message of an error raised inside a traced function (its last line)."""
+    lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+    if lines and lines[0] == "in user code:":
+        return lines[-1]
+    return lines[0] if lines else repr(error)
+
+
 def _accumulated_gradients(model, entries, dataset, num_batches, loss,
                            batch_size, bn_training):
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
@@ -229,7 +294,7 @@ def _accumulated_gradients(model, entries, dataset, num_batches, loss,
     masks = [e.mask.value for e in entries]
     state = [(v, v.numpy()) for v in model.non_trainable_variables] if bn_training else []
     try:
-        compiled = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+        compiled = id(getattr(model, "loss", None)) if getattr(model, "compiled", False) else None
         key = (id(tf.distribute.get_strategy()), loss, compiled, bool(bn_training),
                tuple(id(m) for m in masks))
         hash(key)
@@ -237,7 +302,7 @@ def _accumulated_gradients(model, entries, dataset, num_batches, loss,
         key = None
     cached = _PASSES.setdefault(model, {})
     if key is None or key not in cached:
-        run = _gradient_pass(model, masks, resolve_loss(model, loss), bn_training)
+        run = _gradient_pass(model, masks, scoring_loss(model, loss), bn_training)
         if key is not None:
             cached[key] = run
     else:
@@ -245,14 +310,20 @@ def _accumulated_gradients(model, entries, dataset, num_batches, loss,
     total = None
     seen = 0
     try:
-        for index, (x, y) in enumerate(data_utils.batches(dataset, num_batches, batch_size)):
+        for index, (x, y, sample_weight) in enumerate(data_utils.batches(dataset, num_batches, batch_size)):
             data_utils.check_fits(model, x, y, index)
+            if y is None and not getattr(model, "compiled", False) and loss is None:
+                hint = (" For tfds, load with as_supervised=True." if isinstance(x, dict) else "")
+                raise ValueError(
+                    f"Batch {index} has inputs but no targets, and the model is not compiled: "
+                    f"there is nothing to score with. Give (x, y) batches.{hint} "
+                    f"Received: batch {index} with structure {data_utils.shape_of(x)}")
             try:
-                grads, mean, _ = run((x, y))
+                grads, mean, _ = run((x, y, sample_weight))
             except (tf.errors.InvalidArgumentError, ValueError) as e:
                 raise ValueError(
                     f"Scoring failed on batch {index} (x shape {data_utils.shape_of(x)}, "
-                    f"y shape {data_utils.shape_of(y)}): {str(e).splitlines()[0]}"
+                    f"y shape {data_utils.shape_of(y)}): {_cause(e)}"
                 ) from e
             mean = float(mean)
             if not np.isfinite(mean):

@@ -114,6 +114,7 @@ def _clone(model, clone_layer):
         kwargs = dict(call_function=_call,
                       input_tensors=keras.tree.map_structure(_input_like, model.input))
     new_model = keras.models.clone_model(model, clone_function=fn, **kwargs)
+    _copy_compile(model, new_model)
     for old, new in pairs:
         if isinstance(old, keras.layers.Layer) and old.built and old.weights:
             if not new.built:
@@ -124,11 +125,33 @@ def _clone(model, clone_layer):
     return new_model
 
 
+def _fresh(obj):
+    """A new instance from `obj`'s config (optimizers, metrics), or `obj` itself."""
+    if isinstance(obj, (keras.optimizers.Optimizer, keras.metrics.Metric)):
+        return obj.__class__.from_config(obj.get_config())
+    return obj
+
+
+def _copy_compile(source, target):
+    """Compiles `target` as `source` was: same losses, loss weights and metrics, and a
+    fresh optimizer of the same configuration (no state is shared)."""
+    args = _keras_compat.compile_arguments(source)
+    if args is None:
+        return
+    args["optimizer"] = _fresh(args.get("optimizer"))
+    for name in ("metrics", "weighted_metrics"):
+        if args.get(name) is not None:
+            args[name] = keras.tree.map_structure(_fresh, args[name])
+    target.compile(**args)
+
+
 def wrap(model, *, include_biases=False):
     """Returns a copy of `model` with every prunable layer in a `MaskedLayer`.
 
     Masks start at 1, so the copy computes what `model` computes. Layers
-    that are already `MaskedLayer`s keep their masks.
+    that are already `MaskedLayer`s keep their masks. A compiled model's copy
+    is compiled the same way (losses, loss weights, metrics; a fresh
+    optimizer of the same configuration), so scoring uses its training loss.
 
     Args:
         model: a Sequential or Functional model (nested models are followed).

@@ -48,6 +48,20 @@ def main():
         model = sniptf.models.get("lenet5_caffe", (28, 28, 1), 10)
         model.set_weights(reference.get_weights())
         pruned = sniptf.prune(model, batch, kappa=KAPPA)
+    # the compiled loss with sample weights, on an odd batch (uneven split over replicas):
+    # the scores must equal the single device's, not only the masks
+    weighted = (x[:63], y[:63], np.random.default_rng(0).uniform(0, 2, 63).astype(np.float32))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    plain = sniptf.models.get("lenet5_caffe", (28, 28, 1), 10)
+    plain.set_weights(reference.get_weights())
+    plain.compile("sgd", loss)
+    single_scores = sniptf.saliency(sniptf.wrap(plain), weighted)
+    with strategy.scope():
+        twin = sniptf.models.get("lenet5_caffe", (28, 28, 1), 10)
+        twin.set_weights(reference.get_weights())
+        twin.compile("sgd", loss)
+        scores = sniptf.saliency(sniptf.wrap(twin), weighted)
+    weighted_diff = max(float(np.max(np.abs(scores[k] - v)) / np.max(np.abs(v))) for k, v in single_scores.items())
     replica_masks = []
     for m in masks_of(pruned):
         values = getattr(m.value, "values", (m.value,))
@@ -60,7 +74,7 @@ def main():
     with strategy.scope():
         run = sniptf.scoring._gradient_pass(pruned, [e.mask.value for e in entries],
                                             sniptf.scoring.resolve_loss(pruned), False)
-        _, _, count = run((tf.constant(batch[0]), tf.constant(batch[1])))
+        _, _, count = run((tf.constant(batch[0]), tf.constant(batch[1]), None))
     zero = None
     if mode == "mirrored":
         # Keras 3.15's fit fails its symbolic build under MultiWorkerMirrored
@@ -82,6 +96,7 @@ def main():
         "mismatch_vs_single_device": mismatch,
         "mask_digest": float(sum(float((g * np.arange(g.size).reshape(g.shape)).sum()) for g in got)),
         "pruned_weights_zero_after_training": zero,
+        "weighted_scores_max_rel_diff": weighted_diff,
     }
     with open(out, "w") as f:
         json.dump(result, f)
