@@ -2,7 +2,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import importlib  # noqa: E402
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

@@ -21,7 +21,6 @@ from conftest import run_main as _run_main
 import sniptf
 from sniptf import distribute
 from sniptf import _keras_compat
-from sniptf import saved_model
 from sniptf import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

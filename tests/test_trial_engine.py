@@ -2,6 +2,7 @@
 PostgreSQL server, a worker killed mid-trial, and the steps_to_result command."""
 
 import collections
+import glob
 import json
 import os
 import shutil
@@ -65,10 +66,10 @@ def test_storage_choices_and_prepare_rules(tmp_path):
         list(dps.get_workload("tiny").space), 4)
 
 
-def test_two_worker_processes_run_each_point_exactly_once(tmp_path):
-    storage = str(tmp_path / "journal.log")
+def _prepare_and_run_two_workers(tmp_path, storage):
+    """prepare GRID, then two `work` processes at once; returns the engine after both end."""
     subprocess.run(_cmd("prepare", tmp_path, storage, *GRID), env=_env(), check=True,
-                   capture_output=True, timeout=120)
+                   capture_output=True, timeout=180)
     workers = [subprocess.Popen(_cmd("work", tmp_path, storage), env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [w.communicate(timeout=600)[1] for w in workers]
@@ -79,6 +80,11 @@ def test_two_worker_processes_run_each_point_exactly_once(tmp_path):
     assert set(engine.counts()) <= {"COMPLETE", "PRUNED", "FAIL"}
     hosts = {r["worker"] for r in engine.records()}
     assert len(hosts) == 2, f"one worker ran everything: {hosts}"
+    return engine
+
+
+def test_two_worker_processes_run_each_point_exactly_once(tmp_path):
+    _prepare_and_run_two_workers(tmp_path, str(tmp_path / "journal.log"))
 
 
 def test_worker_killed_mid_trial_then_resume_and_work_completes_every_point_once(tmp_path):
@@ -112,15 +118,10 @@ def test_worker_killed_mid_trial_then_resume_and_work_completes_every_point_once
 
 
 def _postgres_bin():
-    for root in sorted(glob_dirs("/usr/lib/postgresql/*/bin"), reverse=True):
+    for root in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         if os.path.exists(os.path.join(root, "initdb")):
             return root
     return None
-
-
-def glob_dirs(pattern):
-    import glob
-    return glob.glob(pattern)
 
 
 @pytest.mark.skipif(_postgres_bin() is None, reason="PostgreSQL server not installed: "
@@ -151,16 +152,7 @@ def test_workers_on_a_real_postgresql_server(tmp_path):
                       "postgres", "sniptf")
         assert created.returncode == 0, created.stderr
         url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/sniptf"
-        subprocess.run(_cmd("prepare", tmp_path, url, *GRID), env=_env(), check=True, capture_output=True,
-                       timeout=180)
-        workers = [subprocess.Popen(_cmd("work", tmp_path, url), env=_env(), stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        errors = [w.communicate(timeout=600)[1] for w in workers]
-        for w, err in zip(workers, errors):
-            assert w.returncode == 0, err[-3000:]
-        engine = trial_engine.TrialEngine(url)
-        _once_each(engine, engine.spec())
-        assert len({r["worker"] for r in engine.records()}) == 2
+        engine = _prepare_and_run_two_workers(tmp_path, url)
         engine.storage.engine.dispose()
     finally:
         run(os.path.join(bin_dir, "pg_ctl"), "-D", data, "-m", "immediate", "stop")

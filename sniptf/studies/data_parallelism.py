@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 
-from sniptf.studies import trial_engine
 
 SCALES = ("log", "reverse_log", "linear", "int")
 
