@@ -172,8 +172,7 @@ def summed_loss(loss_fn, y, pred, sample_weight=None):
     if sample_weight is not None:
         w = tf.cast(tf.reshape(sample_weight, [-1] + [1] * (values.shape.rank - 1)), tf.float32)
         values = values * w
-    per_example = tf.cast(tf.size(values), tf.float32) / tf.maximum(n, 1.0)
-    return tf.reduce_sum(values), n * per_example
+    return tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32)
 
 
 def _gradient_pass(model, masks, loss_fn, training):
