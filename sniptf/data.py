@@ -67,8 +67,42 @@ def mnist10k_path():
     return str(_resources.files("sniptf") / "resources" / "mnist10k.npz")
 
 
-def load_numpy(name, split, *, data_dir=None, download=True):
-    """The whole split as `(x, y)` numpy arrays: float32 in [0, 1], int64."""
+_STATISTICS = {}  # (name, data_dir) -> (mean, std) per channel of the training split
+
+
+def standardization(name, *, data_dir=None, download=True):
+    """`(mean, std)` per channel of the training split's [0, 1] pixels.
+
+    The SNIP authors standardize inputs as (x/255 − mean)/std with the
+    training set's statistics; validation and test use the same numbers.
+    Computed once per dataset and kept for the process.
+    """
+    key = (name, _data_dir(data_dir))
+    if key not in _STATISTICS:
+        x, _ = _load_raw(name, "train", data_dir, download)
+        axes = tuple(range(x.ndim - 1))
+        mean = x.mean(axis=axes, dtype=np.float64)
+        std = x.std(axis=axes, dtype=np.float64)
+        _STATISTICS[key] = (mean.astype(np.float32), np.maximum(std, 1e-8).astype(np.float32))
+    return _STATISTICS[key]
+
+
+def load_numpy(name, split, *, standardize=False, data_dir=None, download=True):
+    """The whole split as `(x, y)` numpy arrays: float32 in [0, 1] (or standardized), int64.
+
+    Args:
+        standardize: subtract the training split's per-channel mean and divide
+            by its std (`standardization`), as the SNIP authors do; the same
+            statistics for every split.
+    """
+    x, y = _load_raw(name, split, data_dir, download)
+    if standardize:
+        mean, std = standardization(name, data_dir=data_dir, download=download)
+        x = (x - mean) / std
+    return x, y
+
+
+def _load_raw(name, split, data_dir, download):
     _check_name(name)
     _check_split(split)
     if name == "mnist10k":
@@ -85,7 +119,7 @@ def load_numpy(name, split, *, data_dir=None, download=True):
 
 
 def load(name, split, *, batch_size=None, shuffle=False, seed=None,
-         drop_remainder=False, data_dir=None, download=True):
+         drop_remainder=False, standardize=False, data_dir=None, download=True):
     """A dataset split as a `tf.data.Dataset` of `(x, y)`.
 
     Args:
@@ -94,6 +128,8 @@ def load(name, split, *, batch_size=None, shuffle=False, seed=None,
         batch_size: batch the examples; None leaves them unbatched.
         shuffle: shuffle the examples (reshuffled each epoch) with `seed`.
         drop_remainder: drop a last partial batch.
+        standardize: standardize with the training split's statistics (see
+            `load_numpy`).
         data_dir: tensorflow-datasets directory (default: `$SNIPTF_DATA_DIR`,
             else tfds's own default).
         download: let tensorflow-datasets download a dataset not yet prepared.
@@ -119,6 +155,9 @@ def load(name, split, *, batch_size=None, shuffle=False, seed=None,
         ds = tf.data.Dataset.from_tensor_slices(load_numpy(name, split))
     else:
         ds = _tfds_dataset(name, split, data_dir, download)
+    if standardize:
+        mean, std = standardization(name, data_dir=data_dir, download=download)
+        ds = ds.map(lambda x, y: ((x - mean) / std, y), num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
         ds = ds.shuffle(65536, seed=seed, reshuffle_each_iteration=True)
     if batch_size is not None:
@@ -129,7 +168,7 @@ def load(name, split, *, batch_size=None, shuffle=False, seed=None,
 Splits = collections.namedtuple("Splits", "train validation test score_batch")
 
 
-def load_splits(name, batch_size, *, seed=0, repeat_train=False):
+def load_splits(name, batch_size, *, seed=0, repeat_train=False, standardize=False):
     """Train (shuffled with `seed`), validation and test batches plus one scoring batch.
 
     The scoring batch is the first batch of another shuffle of train (seed
@@ -140,14 +179,14 @@ def load_splits(name, batch_size, *, seed=0, repeat_train=False):
     Args:
         repeat_train: drop the last partial train batch and repeat forever
             (for step-counted training).
+        standardize: every split standardized with the training statistics.
     """
-    train = load(name, "train", batch_size=batch_size, shuffle=True, seed=seed,
-                 drop_remainder=repeat_train)
+    kw = {"batch_size": batch_size, "standardize": standardize}
+    train = load(name, "train", shuffle=True, seed=seed, drop_remainder=repeat_train, **kw)
     if repeat_train:
         train = train.repeat()
-    score_batch = next(iter(load(name, "train", batch_size=batch_size, shuffle=True, seed=seed + 1)))
-    return Splits(train, load(name, "validation", batch_size=batch_size),
-                  load(name, "test", batch_size=batch_size), score_batch)
+    score_batch = next(iter(load(name, "train", shuffle=True, seed=seed + 1, **kw)))
+    return Splits(train, load(name, "validation", **kw), load(name, "test", **kw), score_batch)
 
 
 def _data_dir(data_dir):

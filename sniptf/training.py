@@ -91,6 +91,7 @@ class TrainConfig:
 
     model: str = "lenet_300_100"
     dataset: str = "mnist10k"
+    standardize: bool = False
     kappa: float = 0.05
     criterion: str = "snip"
     batch_size: int = 100
@@ -141,6 +142,8 @@ def prepare(config):
         raise TypeError(f"Expected a TrainConfig. Received: config={config!r}")
     models_lib.check_name(config.model)
     info = data_lib.info(config.dataset)
+    if not isinstance(config.standardize, bool):
+        raise TypeError(f"Expected standardize to be a bool. Received: standardize={config.standardize!r}")
     if config.criterion != NO_PRUNING:
         scoring.get_criterion(config.criterion)
         selection.check_kappa(config.kappa)
@@ -217,7 +220,7 @@ def run(config, strategy=None):
                                                        str(strategy.cluster_resolver.task_id))
     os.makedirs(out, exist_ok=True)
     splits = data_lib.load_splits(config.dataset, config.batch_size, seed=config.seed,
-                                  repeat_train=True)
+                                  repeat_train=True, standardize=config.standardize)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     with strategy.scope():
         dense = models_lib.get(config.model, plan.info.input_shape, plan.info.num_classes,
@@ -268,7 +271,8 @@ def run(config, strategy=None):
     best_info = best_model.best() or {"value": float("nan"), "step": 0}  # diverged before validating
     report = sparsity(best) if config.criterion != NO_PRUNING else None
     metrics = {
-        "model": config.model, "dataset": config.dataset, "criterion": config.criterion,
+        "model": config.model, "dataset": config.dataset, "standardize": config.standardize,
+        "criterion": config.criterion,
         "kappa": config.kappa if config.criterion != NO_PRUNING else 1.0,
         "dense_parameters": int(dense.count_params()),
         "prunable_weights": report.total.total if report else None,

@@ -115,3 +115,19 @@ def test_models_parameter_counts_and_errors():
         sniptf.models.get("lenet5_caffe", (28, 28, 1), 0)
     with pytest.raises(ValueError, match=r"Received: input_shape=\(28, -1\)"):
         sniptf.models.get("lenet_300_100", (28, -1), 10)
+
+
+def test_standardize_uses_training_statistics_for_every_split():
+    x_train, _ = data.load_numpy("mnist10k", "train")
+    mean, std = data.standardization("mnist10k")
+    assert mean.shape == std.shape == (1,)
+    np.testing.assert_allclose([mean[0], std[0]], [x_train.mean(), x_train.std()], rtol=1e-5)
+    z_train, _ = data.load_numpy("mnist10k", "train", standardize=True)
+    assert abs(float(z_train.mean())) < 1e-4 and float(z_train.std()) == pytest.approx(1.0, rel=1e-4)
+    x_test, y_test = data.load_numpy("mnist10k", "test")
+    z_test, y_same = data.load_numpy("mnist10k", "test", standardize=True)
+    np.testing.assert_allclose(z_test, (x_test - mean) / std, rtol=1e-6)  # train's numbers, not test's
+    assert float(z_test.mean()) != pytest.approx(0.0, abs=1e-3)
+    np.testing.assert_array_equal(y_same, y_test)
+    batch = next(iter(data.load("mnist10k", "test", batch_size=8, standardize=True)))
+    np.testing.assert_allclose(batch[0].numpy(), z_test[:8], rtol=1e-6)

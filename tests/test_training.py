@@ -241,8 +241,9 @@ def test_train_steps_need_not_divide_eval_every(tmp_path):
     assert metrics["steps"] == 60 and metrics["best_step"] == 60
     out = tmp_path / "ragged"
     metrics = training.run(training.TrainConfig(train_steps=50, eval_every=20, batch_size=32,
-                                                output_dir=str(out)))
+                                                standardize=True, output_dir=str(out)))
     assert metrics["steps"] == 50  # epochs of 20, 20 and a last one of 10
+    assert metrics["test_error"] < 0.5  # standardized inputs train
 
 
 def test_prepare_checks_everything_and_writes_nothing(tmp_path):
@@ -255,7 +256,8 @@ def test_prepare_checks_everything_and_writes_nothing(tmp_path):
                                 ("optimizer", "rmsprop", "Received: optimizer='rmsprop'"),
                                 ("strategy", "tpu", "Received: tpu=''"),
                                 ("kernel_initializer", "nope", "nope"),
-                                ("eval_every", 0, "Received: eval_every=0")]:
+                                ("eval_every", 0, "Received: eval_every=0"),
+                                ("standardize", "yes", "Received: standardize='yes'")]:
         with pytest.raises((ValueError, TypeError), match=match):
             training.prepare(training.TrainConfig(output_dir=str(out), **{field: value}))
     assert training.as_flags("Received: tpu='' and kappa=0") == "Received: --tpu='' and --kappa=0"

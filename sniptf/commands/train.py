@@ -24,6 +24,8 @@ from sniptf import training
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "lenet_300_100", sorted(models.MODELS), "Zoo model.")
 flags.DEFINE_enum("dataset", "mnist10k", sorted(data.DATASETS), "Dataset.")
+flags.DEFINE_bool("standardize", False, "Standardize inputs with the training split's per-channel "
+                  "mean and std, as the SNIP authors do (default: pixels in [0, 1]).")
 flags.DEFINE_float("kappa", 0.05, "Fraction of prunable weights kept, in (0, 1].")
 flags.DEFINE_enum("criterion", "snip", sorted(scoring.CRITERIA) + [training.NO_PRUNING],
                   "Pruning criterion; 'none' trains the dense model.")
