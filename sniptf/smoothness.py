@@ -95,6 +95,10 @@ class FullBatchGradient:
             total = g if total is None else [a + b for a, b in zip(total, g)]
         return [t.numpy() / self.n for t in total]
 
+    def mean_of(self, x, y):
+        """The mean-loss gradient over the examples `(x, y)` (one pass) at the current weights."""
+        return [g.numpy() / len(y) for g in self._summed(x, y)]
+
     def at(self, weights):
         """The gradient at `weights`; the model's weights are restored afterwards."""
         saved = [v.numpy() for v in self.variables]
@@ -187,18 +191,16 @@ def gradient_noise_scale(model, data, *, loss=None, microbatch=10):
         lost in the noise).
     """
     x, y = data
-    n = (len(y) // microbatch) * microbatch
-    m = n // microbatch
-    if isinstance(microbatch, bool) or not isinstance(microbatch, int) or microbatch < 1 or m < 2:
+    valid = not isinstance(microbatch, bool) and isinstance(microbatch, int) and microbatch >= 1
+    m = len(y) // microbatch if valid else 0
+    if m < 2:
         raise ValueError(f"Need at least two microbatches of an int microbatch >= 1. "
                          f"Received: microbatch={microbatch!r} for {len(y)} examples")
+    n = m * microbatch
     grad = FullBatchGradient(model, (x[:microbatch], y[:microbatch]), loss, chunk=microbatch)
-    means = []
-    for j in range(m):
-        grad.parts = [(x[j * microbatch:(j + 1) * microbatch], y[j * microbatch:(j + 1) * microbatch])]
-        grad.n = microbatch
-        means.append(np.concatenate([g.ravel() for g in grad.current()]).astype(np.float64))
-    means = np.stack(means)
+    cut = lambda a, j: a[j * microbatch:(j + 1) * microbatch]
+    means = np.stack([np.concatenate([g.ravel() for g in grad.mean_of(cut(x, j), cut(y, j))])
+                      .astype(np.float64) for j in range(m)])
     center = means.mean(axis=0)
     trace_sigma = microbatch * float(np.sum((means - center) ** 2)) / (m - 1)
     grad_norm_sq = float(center @ center) - trace_sigma / n

@@ -134,6 +134,8 @@ def test_gradient_noise_scale_matches_per_example_gradients():
     assert result["b_simple"] == pytest.approx(result["trace_sigma"] / result["grad_norm_sq"])
     with pytest.raises(ValueError, match="microbatch"):
         smoothness.gradient_noise_scale(model, (x[:3], y[:3]), microbatch=2)
+    with pytest.raises(ValueError, match="Received: microbatch=0"):
+        smoothness.gradient_noise_scale(model, (x, y), microbatch=0)
 
 
 def test_authors_models_have_their_weight_counts():

@@ -293,7 +293,7 @@ def build_model(workload, sparsity, seed, train):
     return model
 
 
-def _optimizer(workload, params, budget):
+def _optimizer(workload, params):
     import keras
 
     lr = params["learning_rate"]
@@ -329,7 +329,7 @@ def run_trial(workload, sparsity, batch_size, params, index, *, cutoff=None, dat
     train, validation = data or (_arrays(workload, "train"), _arrays(workload, "validation"))
     model = build_model(workload, sparsity, index, train)
     budget = workload.budget(batch_size)
-    optimizer = _optimizer(workload, params, budget)
+    optimizer = _optimizer(workload, params)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     ds = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train[1]), seed=workload.data_seed,
                                                           reshuffle_each_iteration=True)
@@ -449,7 +449,7 @@ def probe(workload, sparsity, batch_size, params, *, steps, every, probe_example
     rng = np.random.default_rng(workload.data_seed)
     pick = rng.permutation(len(train[1]))[:probe_examples]
     sample = (train[0][pick], train[1][pick])
-    model.compile(_optimizer(workload, params, steps),
+    model.compile(_optimizer(workload, params),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     noise = [[0, smoothness.gradient_noise_scale(model, sample, microbatch=microbatch)["b_simple"]]]
 
