@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# keras-hub is a test dependency installed with --no-deps: its declared deps pull
+# tensorflow + tensorflow-text next to tensorflow-cpu (what it needs is in [dev])
+KERAS_HUB_VERSION := 0.32.0
 
 .PHONY: setup test demo bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .[dev]
+	$(PY) -m pip install -q --no-deps keras-hub==$(KERAS_HUB_VERSION)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -8,7 +8,7 @@ from sniptf import models
 from sniptf import training
 from sniptf.isometry import approximate_isometry
 from sniptf.jacobian import jacobian_singular_values
-from sniptf.masked_layer import MaskedLayer
+from sniptf.masked_layer import MaskedLayer, MaskedModel
 from sniptf.pruning import prune
 from sniptf.registry import register_container
 from sniptf.registry import register_prunable

@@ -23,13 +23,21 @@ KERAS_VERSION = tuple(int(p) for p in keras.version().split(".")[:2])
 
 
 def is_graph_model(model):
-    """True for Sequential and Functional models (a layer graph sniptf can clone)."""
-    return isinstance(model, (keras.Sequential, _Functional))
+    """True for Sequential and Functional models whose layer graph sniptf clones.
+
+    A Functional subclass with its own `get_config` (KerasHub backbones and
+    tasks) is rebuilt from that config instead, like a subclassed model:
+    its class, its methods and the layers it shares across nested models
+    (GPT-2's tied embedding) survive, and so does its `.keras` format.
+    """
+    if isinstance(model, keras.Sequential):
+        return True
+    return isinstance(model, _Functional) and type(model).get_config is _Functional.get_config
 
 
 def is_functional(model):
-    """True for Functional (not Sequential) models."""
-    return isinstance(model, _Functional) and not isinstance(model, keras.Sequential)
+    """True for Functional (not Sequential) graph models."""
+    return is_graph_model(model) and not isinstance(model, keras.Sequential)
 
 
 def input_layer_name(tensor):
@@ -41,6 +49,64 @@ def input_layer_name(tensor):
     """
     return tensor._keras_history.operation.name
 
+
+
+# --- Sub-layers held by custom layers (Keras 3.0-3.15) -----------------------
+# Keras tracks a layer's sub-layers in a private list (`_layers`) that says
+# nothing of where each is held. sniptf names a sub-layer by the attribute
+# path the layer's own code uses (`"_self_attention_layer.query_dense"`,
+# `"blocks.0"`), which stays the same when the layer is rebuilt from its
+# config, so it reads the instance's attributes and skips the ones Keras
+# itself sets on every layer and model.
+# TensorFlow's Trackable adds `_self_unconditional_*` and friends (checkpoint
+# dependencies, which list the sub-layers again) once something is tracked.
+_KERAS_ATTRIBUTES = None
+_TF_TRACKING_PREFIXES = ("_self_unconditional_", "_self_saveable_", "_self_update_uid",
+                         "_self_name_based_", "_self_setattr_tracking")
+
+
+def _keras_attributes():
+    global _KERAS_ATTRIBUTES
+    if _KERAS_ATTRIBUTES is None:
+        names = set()
+        for probe in (keras.layers.Layer(), keras.Model()):
+            probe.sniptf_probe = keras.layers.Dense(1)  # sets the tracking attributes
+            names |= set(vars(probe)) - {"sniptf_probe"}
+        _KERAS_ATTRIBUTES = frozenset(names)
+    return _KERAS_ATTRIBUTES
+
+
+def layers_in(value, path):
+    """`(path, layer)` for the layers in `value`: a layer, or lists/tuples/dicts of them."""
+    if isinstance(value, keras.layers.Layer):
+        return [(path, value)]
+    found = []
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found.extend(layers_in(item, f"{path}.{i}"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and key and "." not in key and not key.isdigit():
+                found.extend(layers_in(item, f"{path}.{key}"))
+    return found
+
+
+def held_sublayers(layer):
+    """`(attribute path, sub-layer)` for the layers `layer` holds directly.
+
+    A Sequential or Functional model holds its `layers` (`"layers.3"`); any
+    other layer or model holds what its attributes refer to: a layer, or
+    lists, tuples and dicts (string keys) of them, nested at any depth.
+    """
+    if is_graph_model(layer):
+        return [(f"layers.{i}", sub) for i, sub in enumerate(layer.layers)]
+    skip = _keras_attributes()
+    found = []
+    for name, value in vars(layer).items():
+        if name in skip or name.startswith(_TF_TRACKING_PREFIXES):  # Keras's / TF's own
+            continue
+        found.extend(layers_in(value, name))
+    return found
 
 # --- MultiWorkerMirrored `fit` (Keras 3.15.x; no fixed release known yet) ----
 # Two bugs stop `model.fit` / `evaluate` under MultiWorkerMirroredStrategy:

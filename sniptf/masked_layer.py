@@ -8,6 +8,10 @@ from sniptf import _keras_compat
 from sniptf import registry
 
 
+def _is_keras_layer(layer):
+    return type(layer).__module__.startswith("keras.")
+
+
 def _mask_name(path):
     return path.replace(".", "_") + "_mask"
 
@@ -27,8 +31,11 @@ class MaskedLayer(keras.layers.Wrapper):
     Args:
         layer: the layer to wrap: `Dense`, `Conv1D/2D/3D`, `DepthwiseConv*`,
             `SeparableConv*`, `Conv*Transpose`, `EinsumDense`, `Embedding`,
-            `SimpleRNN`, `LSTM`, `GRU`, `Bidirectional` or `TimeDistributed`
-            of those, or any class added with `sniptf.register_prunable`.
+            `SimpleRNN`, `LSTM`, `GRU`, `MultiHeadAttention`, `Bidirectional`
+            or `TimeDistributed` of those, any class added with
+            `sniptf.register_prunable`, or a custom layer or subclassed model
+            that holds such layers (attributes, lists, dicts; any depth): every
+            prunable weight inside is masked.
         mask_biases: also mask the layer's biases (the authors' code scores
             biases together with the weights).
         **kwargs: passed to `keras.layers.Layer`; the name defaults to the
@@ -44,9 +51,10 @@ class MaskedLayer(keras.layers.Wrapper):
     """
 
     def __init__(self, layer, mask_biases=False, **kwargs):
-        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+        if not isinstance(layer, keras.layers.Layer) or _keras_compat.is_graph_model(layer):
             raise TypeError(
-                "MaskedLayer wraps a single Keras layer (not a model). "
+                "MaskedLayer wraps a Keras layer or a subclassed model; for a "
+                "Sequential or Functional model use sniptf.wrap(model). "
                 f"Received: layer={layer!r}"
             )
         if isinstance(layer, MaskedLayer):
@@ -54,12 +62,14 @@ class MaskedLayer(keras.layers.Wrapper):
                 f"Layer '{layer.name}' is already a MaskedLayer; wrap the inner "
                 f"layer only once. Received: layer={layer!r}"
             )
-        if not registry.is_prunable(layer):
+        if not registry.may_hold_prunable(layer) and (layer.built or _is_keras_layer(layer)):
+            # an unbuilt custom layer may create its sub-layers in build()
             raise ValueError(
                 f"MaskedLayer cannot wrap a {type(layer).__name__}: it has no "
-                "registered prunable weights. Supported layer types: "
-                f"{', '.join(registry.supported_layers())}; add others with "
-                f"sniptf.register_prunable. Received: layer={layer.name!r}"
+                "prunable weights and holds no layer that has. Supported layer "
+                f"types: {', '.join(registry.supported_layers())} and layers or "
+                "models built from them; add others with sniptf.register_prunable. "
+                f"Received: layer={layer.name!r}"
             )
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
@@ -72,10 +82,12 @@ class MaskedLayer(keras.layers.Wrapper):
         self._pairs = []
 
     def __call__(self, *args, **kwargs):
-        if not self.built and not self.layer.built:
+        if not self.built:
             # Let the inner layer build itself from its own call signature:
             # ours only sees the first input's shape (MultiHeadAttention
-            # needs query and value shapes, an RNN its initial state's).
+            # needs query and value shapes, an RNN its initial state's), and a
+            # custom layer's sub-layers are built only by calling it (when
+            # loading, Keras builds the outer layer and leaves them unbuilt).
             training = kwargs.pop("training", None)
             mask = kwargs.pop("mask", None)
             self.layer(*args, **self._inner_kwargs(training, mask, kwargs))
@@ -98,10 +110,19 @@ class MaskedLayer(keras.layers.Wrapper):
             self.layer.build(input_shape, **shapes)
             self.layer.built = True
         pairs = registry.prunable_weights(self.layer, self.mask_biases)
+        if not pairs and input_shape is not None:
+            # A custom layer built by Keras's loader from its input shape has
+            # unbuilt sub-layers; a symbolic call builds them (as Keras's own
+            # build-by-run does for models).
+            spec = lambda shape: keras.tree.map_shape_structure(keras.KerasTensor, shape)
+            extra = {k[:-len("_shape")]: spec(v) for k, v in shapes.items() if k.endswith("_shape")}
+            self.layer(spec(input_shape), **extra)
+            pairs = registry.prunable_weights(self.layer, self.mask_biases)
         if not pairs:
             raise ValueError(
                 f"Layer '{self.layer.name}' has no prunable weights once built "
-                "(for example an RNN whose cell type is not registered)."
+                "(for example an RNN whose cell type is not registered, or a "
+                "custom layer that holds no registered layer)."
             )
         for path, weight in pairs:
             mask = self.add_weight(
@@ -115,6 +136,12 @@ class MaskedLayer(keras.layers.Wrapper):
             self._mask_paths.append(path)
             self._pairs.append((weight, mask))
         self.built = True
+
+    @property
+    def metrics(self):
+        # A wrapped model's compiled metrics belong to its own training loop;
+        # Keras leaves a nested model's out of the outer model's the same way.
+        return [] if isinstance(self.layer, keras.Model) else super().metrics
 
     @property
     def masks(self):
@@ -186,3 +213,51 @@ class MaskedLayer(keras.layers.Wrapper):
             config.pop("layer"), custom_objects=custom_objects
         )
         return cls(layer, **config)
+
+
+registry._opaque(MaskedLayer)
+
+
+@keras.saving.register_keras_serializable(package="sniptf")
+class MaskedModel(keras.Model):
+    """A subclassed model with every prunable weight inside it masked.
+
+    What `sniptf.wrap` and `sniptf.prune` return for a subclassed model,
+    whose layer graph cannot be cloned: the model is called through one
+    `MaskedLayer` (`.masked`), which masks every prunable weight the model
+    holds, at any depth. `fit`, `evaluate`, `predict` and `.keras` saving
+    work as for any model (the inner model's class must be serializable:
+    `get_config` and `keras.saving.register_keras_serializable`).
+
+    The inner model's own `train_step` or `compute_loss` overrides are not
+    used (this model's are Keras's); a model that needs its own training
+    step places `MaskedLayer`s in its code instead.
+
+    Args:
+        model: a subclassed `keras.Model`.
+        mask_biases: also mask biases.
+    """
+
+    def __init__(self, model, mask_biases=False, **kwargs):
+        kwargs.setdefault("name", model.name)
+        super().__init__(**kwargs)
+        self.masked = MaskedLayer(model, mask_biases=mask_biases)
+
+    @property
+    def model(self):
+        """The inner (subclassed) model."""
+        return self.masked.layer
+
+    def call(self, inputs, training=None):
+        return self.masked(inputs, training=training)
+
+    def get_config(self):
+        return {"name": self.name, "mask_biases": self.masked.mask_biases,
+                "model": keras.saving.serialize_keras_object(self.model)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"),
+                                                      custom_objects=custom_objects)
+        return cls(model, **config)

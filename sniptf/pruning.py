@@ -23,7 +23,10 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     returned model then trains normally with the masks fixed.
 
     Args:
-        model: a Sequential or Functional Keras model; it is not modified.
+        model: a Keras model: Sequential, Functional or subclassed, with its
+            prunable layers anywhere inside (custom blocks, nested models,
+            KerasHub backbones); it is not modified. Matrix weights no
+            registered layer holds stay dense, with a warning.
         dataset: what `model.fit` takes: a `tf.data.Dataset` of batches, or
             arrays `x`, `(x, y)` or `(x, y, sample_weight)` (tensors, tuples or dicts).
         kappa: a float in (0, 1], the fraction of prunable weights kept
@@ -95,10 +98,27 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         transform.redraw(entries, seed)
     transform.apply_masks(entries, masks)
     _warn_empty_layers(entries, masks)
+    _warn_uncovered(pruned, entries)
     if isometry:
         from sniptf.isometry import approximate_isometry
         approximate_isometry(pruned, **(isometry if isinstance(isometry, dict) else {}))
     return pruned
+
+
+def _warn_uncovered(model, entries):
+    uncovered = transform.uncovered_weights(model)
+    if not uncovered:
+        return
+    values = sum(int(np.prod(v.shape)) for _, v in uncovered)
+    covered = sum(int(np.prod(e.weight.shape)) for e in entries)
+    where = ", ".join(f"{p} {list(v.shape)}" for p, v in uncovered[:5])
+    more = f" and {len(uncovered) - 5} more" if len(uncovered) > 5 else ""
+    warnings.warn(
+        f"sniptf: {len(uncovered)} matrix weight(s) ({values:,} values; the masks cover "
+        f"{covered:,} of {covered + values:,}) could not be masked and stay dense: "
+        f"{where}{more}. A custom layer uses them directly, or their layer type is "
+        "not registered; register it with sniptf.register_prunable(cls, [attr]) "
+        "to prune them. sniptf.sparsity(model) lists them.", stacklevel=3)
 
 
 def _warn_empty_layers(entries, masks):

@@ -11,12 +11,18 @@ algorithms and distributions as records:
 
 A layer's prunable weights are found by walking containers down to the
 registered leaves; each is named by its attribute path, e.g.
-``"forward_layer.cell.recurrent_kernel"``.
+``"forward_layer.cell.recurrent_kernel"``. A layer whose class is in neither
+table (a user's residual block, a KerasHub `TransformerEncoder`, a subclassed
+model) is walked through the sub-layers it holds in its attributes, so
+nothing needs registering for layers built from registered ones;
+``register_container`` only narrows that walk for unusual cases.
 """
 
 import dataclasses
 
 import keras
+
+from sniptf import _keras_compat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +47,13 @@ class LayerRecord:
 
 _RECORDS = {}
 _CONTAINERS = {}
+# classes the walk does not enter: MaskedLayer masks its own weights
+_OPAQUE = []
+
+
+def _opaque(layer_class):
+    """Marks `layer_class` as one whose weights the walk leaves to it (MaskedLayer)."""
+    _OPAQUE.append(layer_class)
 
 def _check_class(layer_class):
     if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
@@ -136,8 +149,27 @@ def _variable(layer, path, name):
     return value
 
 
-def prunable_weights(layer, include_biases=False, _prefix=""):
+def _children(layer):
+    """`(attribute path, sub-layer)` the walk enters for an unregistered or container layer."""
+    attrs = _lookup(_CONTAINERS, layer)
+    if attrs is not None:
+        found = []
+        for attr in attrs:
+            found.extend(_keras_compat.layers_in(getattr(layer, attr, None), attr))
+        return found
+    if isinstance(layer, tuple(_OPAQUE)):
+        return []
+    return _keras_compat.held_sublayers(layer)
+
+
+def prunable_weights(layer, include_biases=False, _prefix="", _seen=None):
     """Lists `(path, variable)` for every prunable weight of a built layer.
+
+    Registered layers list their recorded weights; any other layer lists
+    those of the sub-layers it holds (attributes, lists and dicts of layers,
+    at any depth), each named by its attribute path
+    (`"_self_attention_layer.query_dense.kernel"`). A sub-layer held twice
+    is listed once, under its first path.
 
     Args:
         layer: a built Keras layer.
@@ -146,6 +178,10 @@ def prunable_weights(layer, include_biases=False, _prefix=""):
     Returns:
         A list of `(path, keras.Variable)` pairs in a fixed order.
     """
+    _seen = set() if _seen is None else _seen
+    if id(layer) in _seen:
+        return []
+    _seen.add(id(layer))
     leaf = record(layer)
     if leaf is not None:
         names = leaf.weights + (leaf.biases if include_biases else ())
@@ -155,24 +191,40 @@ def prunable_weights(layer, include_biases=False, _prefix=""):
             if var is not None:
                 found.append((_prefix + name, var))
         return found
-    subs = _lookup(_CONTAINERS, layer)
     found = []
-    for attr in subs or ():
-        value = getattr(layer, attr, None)
-        children = value if isinstance(value, (list, tuple)) else [value]
-        for i, child in enumerate(children):
-            if not isinstance(child, keras.layers.Layer):
-                continue
-            sub = f"{attr}.{i}." if isinstance(value, (list, tuple)) else f"{attr}."
-            found.extend(prunable_weights(child, include_biases, _prefix + sub))
+    for path, child in _children(layer):
+        found.extend(prunable_weights(child, include_biases, f"{_prefix}{path}.", _seen))
     return found
 
 
-def is_prunable(layer):
-    """True if `layer`'s class (or a base class) is in the registry."""
-    if isinstance(layer, keras.Model):
-        return False
+def is_registered(layer):
+    """True if `layer`'s class (or a base class) is in either table."""
     return record(layer) is not None or _lookup(_CONTAINERS, layer) is not None
+
+
+def is_prunable(layer):
+    """True if `layer` has prunable weights: its class is registered, or it holds
+    registered layers (custom blocks, subclassed models). Sequential and
+    Functional models are not layers to wrap: the transforms walk into them."""
+    if _keras_compat.is_graph_model(layer):
+        return False
+    if is_registered(layer):
+        return True
+    if isinstance(layer, tuple(_OPAQUE)):
+        return False
+    return bool(prunable_weights(layer))
+
+
+def may_hold_prunable(layer, _seen=None):
+    """True if `layer` is registered or holds a registered layer, built or not
+    (its prunable weights may not exist yet)."""
+    _seen = set() if _seen is None else _seen
+    if id(layer) in _seen:
+        return False
+    _seen.add(id(layer))
+    if is_registered(layer):
+        return True
+    return any(may_hold_prunable(child, _seen) for _, child in _children(layer))
 
 
 def supported_layers():
@@ -185,7 +237,12 @@ def owner_of(layer, path):
     *parents, attr = path.split(".")
     owner = layer
     for part in parents:
-        owner = owner[int(part)] if part.isdigit() else getattr(owner, part)
+        if isinstance(owner, (list, tuple)):
+            owner = owner[int(part)]
+        elif isinstance(owner, dict):
+            owner = owner[part]
+        else:
+            owner = getattr(owner, part)
     return owner, attr
 
 

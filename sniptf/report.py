@@ -27,11 +27,28 @@ class Count:
 
 @dataclasses.dataclass(frozen=True)
 class SparsityReport:
-    """Per weight tensor, per layer and total counts of kept weights."""
+    """Per weight tensor, per layer and total counts of kept weights.
+
+    `weights`, `layers` and `total` count the covered weights: those a mask
+    (or, in a stripped model, a registered layer) covers. `uncovered` lists
+    the model's other matrix weights (rank >= 2), which pruning leaves dense;
+    `covered` and `all_weights` compare the two.
+    """
 
     weights: tuple
     layers: tuple
     total: Count
+    uncovered: tuple = ()
+
+    @property
+    def covered(self):
+        """Prunable weights covered by masks (= `total.total`)."""
+        return self.total.total
+
+    @property
+    def all_weights(self):
+        """Covered plus uncovered matrix weights."""
+        return self.total.total + sum(c.total for c in self.uncovered)
 
     @property
     def kept(self):
@@ -45,13 +62,19 @@ class SparsityReport:
         row = lambda c: {"name": c.name, "kept": c.kept, "total": c.total,
                          "kept_fraction": c.kept_fraction, "sparsity": c.sparsity}
         return {"weights": [row(c) for c in self.weights],
-                "layers": [row(c) for c in self.layers], "total": row(self.total)}
+                "layers": [row(c) for c in self.layers], "total": row(self.total),
+                "uncovered": [row(c) for c in self.uncovered],
+                "covered": self.covered, "all_weights": self.all_weights}
 
     def __str__(self):
         width = max(len(c.name) for c in self.layers + (self.total,))
         lines = [f"{'layer':<{width}}  {'kept':>10}  {'total':>10}  {'sparsity':>8}"]
         for c in self.layers + (self.total,):
             lines.append(f"{c.name:<{width}}  {c.kept:>10}  {c.total:>10}  {c.sparsity:>8.2%}")
+        if self.uncovered:
+            lines.append(f"covered: {self.covered:,} of {self.all_weights:,} matrix weights "
+                         f"({self.covered / self.all_weights:.1%}); not covered (left dense):")
+            lines.extend(f"  {c.name}  {c.total:,}" for c in self.uncovered)
         return "\n".join(lines)
 
 
@@ -60,11 +83,13 @@ def sparsity(model):
 
     A `MaskedLayer` counts its mask's ones; a plain prunable layer (e.g. after
     `strip`) counts its non-zero prunable weights. Biases count only where
-    they are masked.
+    they are masked. Matrix weights that nothing covers are listed apart
+    (`.uncovered`), never silently left out.
 
     Returns:
         A `SparsityReport` with `.weights`, `.layers` (each a `Count` with
-        `kept`, `total`, `kept_fraction`, `sparsity`) and `.total`.
+        `kept`, `total`, `kept_fraction`, `sparsity`), `.total`, and
+        `.uncovered`, `.covered`, `.all_weights`.
 
     Raises:
         ValueError: the model has no prunable layer.
@@ -91,7 +116,9 @@ def sparsity(model):
         per_layer[layer] = (a + kept, b + total)
     layers = tuple(Count(n, a, b) for n, (a, b) in per_layer.items())
     total = Count("total", sum(c.kept for c in weights), sum(c.total for c in weights))
-    return SparsityReport(weights, layers, total)
+    uncovered = tuple(Count(path, int(np.count_nonzero(v.numpy())), int(np.prod(v.shape)))
+                      for path, v in transform.uncovered_weights(model))
+    return SparsityReport(weights, layers, total, uncovered)
 
 
 def mask_digest(model):

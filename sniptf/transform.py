@@ -1,8 +1,13 @@
 """Model transforms: wrap, strip and the walk over masked weights.
 
-Every transform returns a new model built by `keras.models.clone_model`
-(models nested in models are transformed the same way) and copies
-every weight value across; the model passed in is never modified.
+Every transform returns a new model and copies every weight value across;
+the model passed in is never modified. Sequential and Functional models are
+rebuilt by `keras.models.clone_model` (models nested in them are transformed
+the same way), each prunable layer in its own `MaskedLayer`; a custom layer
+or subclassed model nested in them is wrapped whole, its `MaskedLayer`
+masking every prunable weight it holds. A subclassed model at the top,
+whose graph cannot be cloned, is rebuilt from its config inside a
+`MaskedModel`.
 """
 
 import collections
@@ -13,46 +18,83 @@ import numpy as np
 
 from sniptf import _keras_compat
 from sniptf import registry
-from sniptf.masked_layer import MaskedLayer
+from sniptf.masked_layer import MaskedLayer, MaskedModel
 
 Entry = collections.namedtuple("Entry", "key layer_key layer path weight mask")
 Entry.__doc__ = """One masked weight of a model.
 
-`layer_key` names its layer (`"block/fc1"` inside a nested model `block`),
-`path` the weight inside the layer (`"cell.kernel"`), and `key` is
-`"<layer_key>/<path>"`, the name `saliency` and `sparsity` use."""
+`key` is `"<masked layer>/<path>"`, the name `saliency` and `sparsity` use:
+the MaskedLayer's key (`"block/fc1"` inside a nested model `block`) and the
+weight's attribute path inside it (`"cell.kernel"`). `layer_key` is the layer
+the weight is counted under: the MaskedLayer's key, or for a custom layer
+wrapped whole the sub-layer's (`"encoder_0/_self_attention_layer.query_dense"`)."""
+
+
+def _descend(model):
+    return _keras_compat.is_graph_model(model) or isinstance(model, MaskedModel)
 
 
 def walk_layers(model, prefix=(), seen=None):
     """Yields `(layer_key, layer)` for every layer, descending into nested models.
 
     `layer_key` is the `/`-joined names of the enclosing models and the layer.
-    A layer shared by several places is yielded once.
+    Sequential, Functional and `MaskedModel`s are descended into; custom
+    layers and subclassed models are yielded whole. A layer shared by several
+    places is yielded once.
     """
     seen = set() if seen is None else seen
     for layer in model.layers:
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        if isinstance(layer, keras.Model):
+        if _descend(layer):
             yield from walk_layers(layer, prefix + (layer.name,), seen)
         else:
             yield "/".join(prefix + (layer.name,)), layer
 
 
+def _masked_layers(layer_key, layer, seen):
+    """`(layer_key, MaskedLayer)` for `layer` and the MaskedLayers held inside it
+    (placed by a custom layer's or subclassed model's own code), keyed
+    `<layer_key>/<attribute path>`."""
+    if id(layer) in seen:
+        return
+    seen.add(id(layer))
+    if isinstance(layer, MaskedLayer):
+        yield layer_key, layer
+        layer = layer.layer
+    for path, sub in _keras_compat.held_sublayers(layer):
+        yield from _masked_layers(f"{layer_key}/{path}", sub, seen)
+
+
+def _row(layer_key, layer, path):
+    """The layer a weight is counted under: `layer` if registered, else the sub-layer holding it."""
+    if registry.is_registered(layer):
+        return layer_key
+    owner = path.rpartition(".")[0]
+    return f"{layer_key}/{owner}" if owner else layer_key
+
+
 def masked_entries(model):
     """Every masked weight of the model's MaskedLayers, as `Entry`s in model order."""
     entries = []
-    for layer_key, layer in walk_layers(model):
-        if isinstance(layer, MaskedLayer):
+    seen = set()
+    for top_key, top in walk_layers(model):
+        for layer_key, layer in _masked_layers(top_key, top, seen):
             for path, weight, mask in layer.masked_weights():
-                entries.append(Entry(f"{layer_key}/{path}", layer_key, layer, path, weight, mask))
+                entries.append(Entry(f"{layer_key}/{path}", _row(layer_key, layer.layer, path),
+                                     layer, path, weight, mask))
     return entries
 
 
-def check_model(model):
+def _check_keras_model(model):
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model. Received: model={model!r}")
+
+
+def check_model(model):
+    """For transforms that need the layer graph: a Sequential or Functional model."""
+    _check_keras_model(model)
     if not _keras_compat.is_graph_model(model):
         raise ValueError(
             f"Model '{model.name}' is a subclassed {type(model).__name__}, whose "
@@ -64,7 +106,36 @@ def check_model(model):
 
 
 def _default_clone(layer):
-    return layer.__class__.from_config(layer.get_config())
+    try:
+        return layer.__class__.from_config(layer.get_config())
+    except (NotImplementedError, TypeError) as e:
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt from "
+            f"its config ({e}). Give the class a `get_config` that returns its "
+            "constructor arguments (and pass **kwargs to super().__init__), or "
+            "place sniptf.MaskedLayer around its prunable layers in its own code.") from e
+
+
+def _rebuild(model, inner, outer, copy):
+    """A subclassed `model` rebuilt as `outer(copy of inner)`, built and filled by `copy`."""
+    new = outer(_default_clone(inner))
+    if model.weights:
+        config = model.get_build_config() or {}
+        if getattr(inner, "inputs", None):  # Functional subclasses know their inputs
+            new(keras.tree.map_structure(_input_like, inner.input))
+        elif "input_shape" in config:  # a symbolic call, so that export sees a called model
+            new(keras.tree.map_shape_structure(keras.KerasTensor, config["input_shape"]))
+        elif config:
+            new.build_from_config(config)
+        if len(new.weights) < len(inner.weights):
+            raise ValueError(
+                f"Model '{model.name}' ({type(model).__name__}) could not be rebuilt from "
+                "its config and input shape. Call it once on a batch of data "
+                "(`model(x)`) before transforming it, or give it a `build` method.")
+        new.built = True  # build_from_config creates a model's weights but leaves it unmarked
+        copy(new)
+    _copy_compile(model, new)
+    return new
 
 
 def _effective_weights(masked):
@@ -98,15 +169,22 @@ def _input_like(tensor):
                        name=_keras_compat.input_layer_name(tensor))
 
 
-def _clone(model, clone_layer):
+def _clone(model, clone_layer, _memo=None):
     check_model(model)
     pairs = []
+    # one copy per layer across nested models: a layer a nested model shares
+    # with its parent (GPT-2's tied token embedding) stays one layer
+    memo = {} if _memo is None else _memo
 
     def fn(layer):
-        if isinstance(layer, keras.Model):
-            return _clone(layer, clone_layer)  # nested models: same transform
-        new = clone_layer(layer)
-        pairs.append((layer, new))
+        if id(layer) in memo:
+            return memo[id(layer)]
+        if _keras_compat.is_graph_model(layer):
+            new = _clone(layer, clone_layer, memo)  # nested models: same transform
+        else:
+            new = clone_layer(layer)
+            pairs.append((layer, new))
+        memo[id(layer)] = new
         return new
 
     kwargs = {}
@@ -154,15 +232,16 @@ def wrap(model, *, include_biases=False):
     optimizer of the same configuration), so scoring uses its training loss.
 
     Args:
-        model: a Sequential or Functional model (nested models are followed).
+        model: a Keras model: Sequential or Functional (nested models are
+            followed, custom layers in them wrapped whole) or subclassed.
         include_biases: also mask biases (the authors' scoring includes them).
 
     Returns:
-        A new `keras.Model`.
+        A new `keras.Model`; for a subclassed model a `MaskedModel`.
 
     Raises:
         TypeError: `model` is not a Keras model.
-        ValueError: `model` is subclassed (use `MaskedLayer` directly).
+        ValueError: a subclassed model that cannot be rebuilt from its config.
 
     Example:
 
@@ -171,6 +250,15 @@ def wrap(model, *, include_biases=False):
     scores = sniptf.saliency(wrapped, (x, y))
     ```
     """
+    _check_keras_model(model)
+    if isinstance(model, MaskedModel):
+        return _rebuild(model, model.model,
+                        lambda c: MaskedModel(c, mask_biases=model.masked.mask_biases),
+                        lambda new: new.set_weights(model.get_weights()))
+    if not _keras_compat.is_graph_model(model):
+        return _rebuild(model, model, lambda c: MaskedModel(c, mask_biases=include_biases),
+                        lambda new: new.model.set_weights(model.get_weights()))
+
     def clone_layer(layer):
         if isinstance(layer, MaskedLayer):
             return _default_clone(layer)
@@ -194,6 +282,19 @@ def strip(model):
     plain.save("pruned.keras")  # loads without sniptf installed
     ```
     """
+    _check_keras_model(model)
+    if isinstance(model, MaskedModel):
+        return _rebuild(model, model.model, lambda c: c,
+                        lambda new: new.set_weights(_effective_weights(model.masked)))
+    if not _keras_compat.is_graph_model(model):
+        if masked_entries(model):
+            raise ValueError(
+                f"Model '{model.name}' is a subclassed {type(model).__name__} whose own "
+                "code creates MaskedLayers; strip cannot take them out of its code. "
+                "Save its weights, or build it without MaskedLayers and use "
+                "sniptf.wrap / sniptf.prune, which return a strippable MaskedModel.")
+        return _rebuild(model, model, lambda c: c, lambda new: new.set_weights(model.get_weights()))
+
     def clone_layer(layer):
         if isinstance(layer, MaskedLayer):
             return _default_clone(layer.layer)
@@ -202,13 +303,34 @@ def strip(model):
     return _clone(model, clone_layer)
 
 
+def _inner(layer):
+    return layer.layer if isinstance(layer, MaskedLayer) else layer
+
+
 def plain_prunable_weights(model):
     """`(layer_key, key, variable)` for prunable weights of layers that are not wrapped."""
     found = []
     for layer_key, layer in walk_layers(model):
         if not isinstance(layer, MaskedLayer) and registry.is_prunable(layer) and layer.built:
             for path, var in registry.prunable_weights(layer):
-                found.append((layer_key, f"{layer_key}/{path}", var))
+                found.append((_row(layer_key, layer, path), f"{layer_key}/{path}", var))
+    return found
+
+
+def uncovered_weights(model):
+    """`(path, variable)` for the model's matrix weights (rank >= 2) that no mask
+    covers and no registered layer holds: a weight a custom `call` uses directly
+    (`ops.matmul(x, self.w)`), a position table, a layer type not in the registry."""
+    entries = masked_entries(model)
+    covered = {id(e.weight) for e in entries} | {id(e.mask) for e in entries}
+    covered |= {id(v) for _, _, v in plain_prunable_weights(model)}
+    covered |= {id(v) for _, layer in walk_layers(model)  # registered biases
+                for _, v in registry.prunable_weights(_inner(layer), include_biases=True)}
+    found, seen = [], set()
+    for v in model.weights:
+        if len(v.shape) >= 2 and id(v) not in covered and id(v) not in seen:
+            seen.add(id(v))
+            found.append((v.path, v))
     return found
 
 

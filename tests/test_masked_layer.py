@@ -184,7 +184,7 @@ def test_mask_biases():
 def test_wrapping_errors_name_the_value():
     with pytest.raises(ValueError, match=r"cannot wrap a Dropout.*Supported layer types:.*Dense.*LSTM.*Received: layer='drop'"):
         MaskedLayer(L.Dropout(0.5, name="drop"))
-    with pytest.raises(TypeError, match="not a model"):
+    with pytest.raises(TypeError, match=r"Sequential or Functional model use sniptf.wrap\(model\)"):
         MaskedLayer(keras.Sequential([L.Dense(2)]))
     with pytest.raises(TypeError, match="Received: layer=3"):
         MaskedLayer(3)
@@ -200,8 +200,13 @@ def test_register_prunable_custom_layer():
         def call(self, x):
             return x * self.kernel
 
-    with pytest.raises(ValueError, match="cannot wrap a Scale"):
-        MaskedLayer(Scale())
+    built = Scale()
+    built.build((None, 3))
+    with pytest.raises(ValueError, match="cannot wrap a Scale"):  # built: known at once
+        MaskedLayer(built)
+    unbuilt = MaskedLayer(Scale())  # might create sub-layers in build: known when built
+    with pytest.raises(ValueError, match="has no prunable weights once built"):
+        unbuilt(np.ones((1, 3), np.float32))
     sniptf.register_prunable(Scale, ["kernel"])
     layer = MaskedLayer(Scale())
     layer(np.ones((1, 3), np.float32))
