@@ -6,8 +6,9 @@ Prints, for each measurement, both timings and their ratio:
 1. saliency time for one batch / one compiled dense forward+backward on the
    same batch (LeNet-5-Caffe and a VGG-style conv net): the first call on a
    freshly wrapped model vs a freshly traced dense step (tracing included in
-   both, as a user pays it), a repeat call vs a warm dense step, and
-   num_batches=5 vs five warm dense steps;
+   both, as a user pays it), a repeat call vs a warm dense step (the batch as
+   arrays and as a one-batch tf.data.Dataset), and num_batches=5 vs five warm
+   dense steps;
 2. masked training epoch / dense training epoch (same model, data, optimizer)
    for LeNet-300-100 and LeNet-5-Caffe, in wall and process CPU time, with
    Keras's default compilation and with XLA (jit_compile=True);
@@ -112,6 +113,10 @@ def bench_saliency(repeats):
         sniptf.saliency(wrapped, (x, y))
         compare(f"saliency {name}", "repeat call", lambda: sniptf.saliency(wrapped, (x, y)),
                 warm_dense, pairs)
+        one_batch = tf.data.Dataset.from_tensors((x, y))  # the same batch as a dataset
+        sniptf.saliency(wrapped, one_batch)
+        compare(f"saliency {name}", "repeat call (dataset)",
+                lambda: sniptf.saliency(wrapped, one_batch), warm_dense, pairs)
         xs, ys = np.concatenate([x] * 5), np.concatenate([y] * 5)
         sniptf.saliency(wrapped, (xs, ys), batch_size=batch, num_batches=5)
         five = lambda: sniptf.saliency(wrapped, (xs, ys), batch_size=batch, num_batches=5)

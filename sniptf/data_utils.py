@@ -68,8 +68,16 @@ def batches(dataset, num_batches, batch_size=None):
         yield cut(x, sl), cut(y, sl), cut(sw, sl)
 
 
+def _shape(value):
+    """A batch's or a `tf.TensorSpec`'s shape as a tuple (None where unknown)."""
+    if isinstance(value, tf.TensorSpec):
+        return tuple(value.shape) if value.shape.rank is not None else None
+    return tuple(np.shape(value))
+
+
 def check_fits(model, x, y, index):
-    """Raises a ValueError naming the shapes when batch `index` cannot fit `model`."""
+    """Raises a ValueError naming the shapes when batch `index` (arrays, or a dataset's
+    element spec) cannot fit `model`."""
     inputs = getattr(model, "inputs", None)
     try:
         expected = [tuple(t.shape) for t in inputs] if inputs else None
@@ -84,17 +92,20 @@ def check_fits(model, x, y, index):
     xs = tf.nest.flatten(x)
     if expected is not None and len(expected) == len(xs):
         for want, arr in zip(expected, xs):
-            got = tuple(np.shape(arr))
+            got = _shape(arr)
+            if got is None:
+                continue
             fits = len(got) == len(want) and all(
-                w is None or w == g for w, g in zip(want[1:], got[1:]))
+                w is None or g is None or w == g for w, g in zip(want[1:], got[1:]))
             if not fits:
                 hint = (" The batch looks unbatched; call dataset.batch(n)."
                         if len(got) == len(want) - 1 else "")
                 raise ValueError(
                     f"Batch {index} does not fit the model: x has shape {got}, "
                     f"the model expects {want}.{hint}")
-    bx = np.shape(xs[0])[0] if np.ndim(xs[0]) else None
+    first = lambda v: (_shape(v) or (None,))[0] if _shape(v) != () else None
+    bx = first(xs[0])
     for part in tf.nest.flatten(y) if y is not None else []:
-        by = np.shape(part)[0] if np.ndim(part) else None
+        by = first(part)
         if bx is not None and by is not None and bx != by:
             raise ValueError(f"Batch {index} has {bx} inputs but {by} labels.")

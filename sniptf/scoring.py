@@ -218,6 +218,34 @@ def _gradient_pass(model, masks, loss_fn, training):
             batch = tuple(split(v) for v in batch)
         return step(*batch)
 
+    @tf.function(reduce_retracing=True)
+    def over_dataset(dataset, num_batches):
+        # One replica: the batches are iterated inside the compiled function, so
+        # a call costs no Python iterator and no per-batch Python (issue 11).
+        # An iterator and a while loop in this function's own graph: the step
+        # then runs as any compiled step does (inside Dataset.reduce it would
+        # run as a tf.data function, about 2x slower on CPU).
+        iterator = iter(dataset)
+
+        def body(seen, finite, more, sums):
+            element = iterator.get_next_as_optional()
+
+            def take():
+                grads, total, count = replica_step(*data_utils.unpack(element.get_value()))
+                return (seen + 1, tf.logical_and(finite, tf.math.is_finite(total / count)),
+                        tf.constant(True), tuple(a + g / count for a, g in zip(sums, grads)))
+
+            return tf.cond(element.has_value(), take,
+                           lambda: (seen, finite, tf.constant(False), sums))
+
+        start = (tf.constant(0, tf.int64), tf.constant(True), tf.constant(True),
+                 tuple(tf.zeros_like(m) for m in masks))
+        seen, finite, _, sums = tf.while_loop(
+            lambda seen, finite, more, sums: tf.logical_and(more, seen < num_batches),
+            body, start)
+        return sums, seen, finite
+
+    run.over_dataset = over_dataset
     return run
 
 
@@ -306,37 +334,72 @@ def _accumulated_gradients(model, entries, dataset, num_batches, loss,
             cached[key] = run
     else:
         run = cached[key]
-    total = None
-    seen = 0
     try:
-        for index, (x, y, sample_weight) in enumerate(data_utils.batches(dataset, num_batches, batch_size)):
-            data_utils.check_fits(model, x, y, index)
-            if y is None and not getattr(model, "compiled", False) and loss is None:
-                hint = (" For tfds, load with as_supervised=True." if isinstance(x, dict) else "")
-                raise ValueError(
-                    f"Batch {index} has inputs but no targets, and the model is not compiled: "
-                    f"there is nothing to score with. Give (x, y) batches.{hint} "
-                    f"Received: batch {index} with structure {data_utils.shape_of(x)}")
-            try:
-                grads, mean, _ = run((x, y, sample_weight))
-            except (tf.errors.InvalidArgumentError, ValueError) as e:
-                raise ValueError(
-                    f"Scoring failed on batch {index} (x shape {data_utils.shape_of(x)}, "
-                    f"y shape {data_utils.shape_of(y)}): {_cause(e)}"
-                ) from e
-            mean = float(mean)
-            if not np.isfinite(mean):
-                raise ValueError(
-                    f"The loss is not finite on batch {index} (loss={mean}); check the "
-                    "inputs for NaN/inf and the model's initialization.")
-            total = grads if total is None else [a + b for a, b in zip(total, grads)]
-            seen += 1
+        if (isinstance(dataset, tf.data.Dataset)
+                and tf.distribute.get_strategy().num_replicas_in_sync == 1):
+            fast = _dataset_gradients(model, run, dataset, num_batches, loss)
+            if fast is not None:
+                return fast
+        # arrays, several replicas, or a dataset whose fast pass failed: batch by
+        # batch, which names the batch at fault
+        return _batch_gradients(model, run, dataset, num_batches, loss, batch_size)
     finally:
         for v, value in state:
             v.assign(value)
+
+
+def _check_batch(model, x, y, index, loss):
+    data_utils.check_fits(model, x, y, index)
+    if y is None and not getattr(model, "compiled", False) and loss is None:
+        hint = (" For tfds, load with as_supervised=True." if isinstance(x, dict) else "")
+        raise ValueError(
+            f"Batch {index} has inputs but no targets, and the model is not compiled: "
+            f"there is nothing to score with. Give (x, y) batches.{hint} "
+            f"Received: batch {index} with structure {data_utils.shape_of(x)}")
+
+
+def _warn_short(seen, num_batches):
     if seen == 0:
         raise ValueError("The dataset yielded no batches; it is empty.")
     if seen < num_batches:
         warnings.warn(f"sniptf: asked for num_batches={num_batches} but the dataset "
-                      f"had only {seen}; scored on {seen}.", stacklevel=3)
+                      f"had only {seen}; scored on {seen}.", stacklevel=5)
+
+
+def _dataset_gradients(model, run, dataset, num_batches, loss):
+    """The summed gradients from one compiled pass over the dataset's batches, or
+    None if the pass failed or met a non-finite loss (the caller then goes batch
+    by batch to say which batch)."""
+    x, y, _ = data_utils.unpack(dataset.element_spec)  # checked from the spec: no batch is read
+    _check_batch(model, x, y, 0, loss)
+    try:
+        sums, seen, finite = run.over_dataset(dataset, tf.constant(num_batches, tf.int64))
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError):
+        return None
+    if not bool(finite):
+        return None
+    _warn_short(int(seen), num_batches)
+    return [g.numpy() for g in sums]
+
+
+def _batch_gradients(model, run, dataset, num_batches, loss, batch_size):
+    total = None
+    seen = 0
+    for index, (x, y, sample_weight) in enumerate(data_utils.batches(dataset, num_batches, batch_size)):
+        _check_batch(model, x, y, index, loss)
+        try:
+            grads, mean, _ = run((x, y, sample_weight))
+        except (tf.errors.InvalidArgumentError, ValueError) as e:
+            raise ValueError(
+                f"Scoring failed on batch {index} (x shape {data_utils.shape_of(x)}, "
+                f"y shape {data_utils.shape_of(y)}): {_cause(e)}"
+            ) from e
+        mean = float(mean)
+        if not np.isfinite(mean):
+            raise ValueError(
+                f"The loss is not finite on batch {index} (loss={mean}); check the "
+                "inputs for NaN/inf and the model's initialization.")
+        total = grads if total is None else [a + b for a, b in zip(total, grads)]
+        seen += 1
+    _warn_short(seen, num_batches)
     return [g.numpy() for g in total]

@@ -54,6 +54,27 @@ def test_num_batches_sums_signed_gradients_before_abs():
         np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+def test_datasets_are_scored_in_one_compiled_pass(monkeypatch):
+    """A dataset is iterated inside the compiled function (no Python loop over
+    batches); only a failing pass goes batch by batch, to name the batch."""
+    from sniptf import scoring
+    model = _mlp()
+    x, y = _data(32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    wrapped = sniptf.wrap(model)
+
+    def no_python_loop(*args, **kwargs):
+        raise AssertionError("batch-by-batch path used for a good dataset")
+
+    monkeypatch.setattr(scoring, "_batch_gradients", no_python_loop)
+    scores = sniptf.saliency(wrapped, ds, num_batches=3)
+    want = _hand_sensitivity(model, [(x[i:i + 8], y[i:i + 8]) for i in (0, 8, 16)])
+    for got, w in zip(scores.values(), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-7)
+    with pytest.warns(UserWarning, match="num_batches=9 but the dataset had only 4"):
+        sniptf.saliency(wrapped, ds, num_batches=9)
+
+
 def test_softmax_output_is_not_treated_as_logits():
     model = _mlp(activation="softmax")
     x, y = _data()
