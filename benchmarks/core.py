@@ -13,11 +13,18 @@ Prints, for each measurement, both timings and their ratio:
    for LeNet-300-100 and LeNet-5-Caffe, in wall and process CPU time, with
    Keras's default compilation and with XLA (jit_compile=True);
 3. mask selection for 100M prunable weights (25 Dense 2000x2000): wall time
-   and peak extra memory, against the time of np.partition alone.
+   and peak extra memory, against the time of np.partition alone;
+4. the whole `prune(criterion="magnitude")` on that 100M-weight MLP, in a
+   fresh process: wall time per stage (wrap, scores, selection, masks) against
+   np.partition over the same 100M scores, and the peak resident memory it
+   adds over the model (ru_maxrss), against the model's weights.
 """
 
 import gc
 import os
+import resource
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -34,8 +41,9 @@ import sniptf
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("repeats", 15, "Interleaved pairs per ratio (at least 15; 25 for training).",
                      lower_bound=1)
-flags.DEFINE_multi_enum("only", ["saliency", "training", "selection"],
-                        ["saliency", "training", "selection"], "Which benchmarks to run.")
+flags.DEFINE_multi_enum("only", ["saliency", "training", "selection", "prune"],
+                        ["saliency", "training", "selection", "prune"], "Which benchmarks to run.")
+flags.DEFINE_bool("prune_child", False, "Internal: the prune benchmark's own process.")
 
 
 def vgg_style(input_shape, num_classes):
@@ -177,9 +185,71 @@ def bench_selection(repeats):
           f"{mask_bytes / 2**20:.0f} MiB")
 
 
+def _resident_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def prune_100m_child():
+    """Runs in a fresh process (so ru_maxrss is this measurement's own peak)."""
+    from sniptf import scoring, selection, transform
+    model = keras.Sequential([keras.Input((2000,))] +
+                             [keras.layers.Dense(2000, use_bias=False) for _ in range(25)])
+    weights_mib = sum(int(np.prod(v.shape)) * 4 for v in model.weights) / 2**20
+    gc.collect()
+    base = _resident_mib()  # the peak is measured before anything else grows it
+    stages = {}
+    start = time.perf_counter()
+    wrapped = transform.wrap(model)
+    stages["wrap (clone + masks)"] = time.perf_counter() - start
+    entries = transform.masked_entries(wrapped)
+    t = time.perf_counter()
+    scores = scoring.saliency(wrapped, None, criterion="magnitude")
+    stages["scores"] = time.perf_counter() - t
+    t = time.perf_counter()
+    masks = selection.select([scores[e.key] for e in entries], 0.05)
+    stages["selection"] = time.perf_counter() - t
+    del scores
+    t = time.perf_counter()
+    transform.apply_masks(entries, masks)
+    stages["mask assignment"] = time.perf_counter() - t
+    total = time.perf_counter() - start
+    peak = _peak_mib() - base
+    del wrapped, masks, entries
+    gc.collect()
+    flat = np.concatenate([np.abs(v.numpy()).ravel() for v in model.weights])
+    start = time.perf_counter()
+    flat.partition(flat.size - flat.size // 20)
+    t_part = time.perf_counter() - start
+    del flat
+    gc.collect()
+    start = time.perf_counter()
+    sniptf.prune(model, None, kappa=0.05, criterion="magnitude")
+    t_prune = time.perf_counter() - start
+    print(f"prune 100M: np.partition alone {t_part:.2f} s; stages " +
+          ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()) +
+          f" = {total:.2f} s ({total / t_part:.1f}x the partition); "
+          f"sniptf.prune(criterion='magnitude') {t_prune:.2f} s ({t_prune / t_part:.1f}x)")
+    print(f"prune 100M: peak extra resident memory {peak:.0f} MiB = {peak / weights_mib:.2f}x "
+          f"the model's weights ({weights_mib:.0f} MiB); the pruned model itself holds "
+          f"{2 * weights_mib:.0f} MiB (weights + float32 masks)")
+
+
+def bench_prune(repeats):
+    del repeats  # one run, in a fresh process
+    subprocess.run([sys.executable, os.path.abspath(__file__), "--prune_child"], check=True)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.prune_child:
+        prune_100m_child()
+        return
     print(f"machine: {os.cpu_count()} cores, TF {tf.__version__}, Keras {keras.__version__}")
     if "saliency" in FLAGS.only:
         bench_saliency(FLAGS.repeats)
@@ -187,6 +257,8 @@ def main(argv):
         bench_training(FLAGS.repeats)
     if "selection" in FLAGS.only:
         bench_selection(FLAGS.repeats)
+    if "prune" in FLAGS.only:
+        bench_prune(FLAGS.repeats)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,16 @@ def test_export_matches_pruned_model_and_reloads(pruned_and_data, tmp_path):
     assert kept == sniptf.sparsity(pruned).kept
 
 
+def test_export_stores_each_weight_once(pruned_and_data, tmp_path):
+    """Keras 3.15's model.export stores every variable twice (2x the weights)."""
+    pruned, _ = pruned_and_data
+    path = tmp_path / "saved_model"
+    plain = sniptf.export(pruned, str(path))
+    weight_bytes = sum(int(np.prod(v.shape)) * 4 for v in plain.variables)
+    data = sum(f.stat().st_size for f in (path / "variables").glob("variables.data-*"))
+    assert weight_bytes <= data <= 1.01 * weight_bytes + 1024
+
+
 def test_export_refuses_to_overwrite_and_leaves_no_partial_output(pruned_and_data, tmp_path):
     pruned, _ = pruned_and_data
     path = tmp_path / "out"
