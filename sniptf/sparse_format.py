@@ -1,0 +1,204 @@
+"""The `sparse_saved_model` export format: kept values plus a compact index.
+
+Every prunable weight of the stripped model that is at least half zeros is
+stored as its kept values (float) and the smaller of two indexes, measured
+per weight:
+
+* a bit mask, one bit per entry (`np.packbits`), n/8 bytes;
+* the flat positions of the kept entries in the narrowest unsigned type that
+  holds n - 1 (uint8, uint16, uint32, else int64), nnz x itemsize bytes.
+
+At 95% sparsity the bit mask is smaller (n/8 vs 0.05n x 4 bytes), at 99% the
+positions are (for n >= 65,536). Everything else is stored as it is.
+
+The SavedModel computes each layer with the dense kernel rebuilt once, on the
+first call after loading (cached in a variable of undefined shape, which the
+file stores empty), or, for `Dense` layers on 2-D inputs where a
+measurement at export time found it faster for a batch of `batch_size_hint`,
+with `tf.sparse.sparse_dense_matmul` for batches up to the largest size at
+which it was still faster (the dense kernel above that), so serving is never
+slower than dense by the choice. Loading needs TensorFlow only.
+"""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sniptf import transform
+
+_POSITION_TYPES = (np.uint8, np.uint16, np.uint32, np.int64)
+_BITS = tf.constant([128, 64, 32, 16, 8, 4, 2, 1], tf.int32)
+
+
+@dataclasses.dataclass
+class Encoded:
+    """One weight in the sparse format."""
+
+    variable: object          # the stripped model's Keras variable
+    shape: tuple
+    values: tf.Variable       # the kept entries, in flat order
+    index: tf.Variable        # packed bits, or flat positions
+    index_kind: str           # "bits" or "positions"
+    cache: tf.Variable        # the dense kernel, rebuilt on the first call
+
+    @property
+    def stored_bytes(self):
+        return int(self.values.shape.num_elements()) * self.values.dtype.size + \
+            int(self.index.shape.num_elements()) * self.index.dtype.size
+
+
+def _position_type(n):
+    for dtype in _POSITION_TYPES:
+        if n - 1 <= np.iinfo(dtype).max:
+            return dtype
+    return np.int64
+
+
+def encode(variable, name):
+    """`Encoded` for a weight that is at least half zeros, else None."""
+    w = variable.numpy()
+    n = w.size
+    positions = np.flatnonzero(w)
+    if positions.size * 2 > n:
+        return None
+    bits_bytes = -(-n // 8)
+    dtype = _position_type(n)
+    if positions.size * np.dtype(dtype).itemsize < bits_bytes:
+        index, kind = positions.astype(dtype), "positions"
+    else:
+        index, kind = np.packbits(w.reshape(-1) != 0), "bits"
+    values = tf.Variable(w.reshape(-1)[positions], trainable=False, name=f"{name}_values")
+    return Encoded(variable, tuple(w.shape), values,
+                   tf.Variable(index, trainable=False, name=f"{name}_{kind}"), kind,
+                   tf.Variable(tf.zeros([0], w.dtype), shape=tf.TensorShape(None),
+                               trainable=False, name=f"{name}_cache"))
+
+
+def _positions(e):
+    """int64 flat positions of the kept entries (a graph computation)."""
+    if e.index_kind == "positions":
+        return tf.cast(e.index, tf.int64)
+    n = int(np.prod(e.shape))
+    bits = tf.bitwise.bitwise_and(tf.cast(e.index, tf.int32)[:, None], _BITS) > 0
+    return tf.where(tf.reshape(bits, [-1])[:n])[:, 0]
+
+
+def rebuild(e):
+    """The dense kernel from values and index (a graph computation)."""
+    n = int(np.prod(e.shape))
+    flat = tf.scatter_nd(_positions(e)[:, None], e.values, [n])
+    return tf.reshape(flat, e.shape)
+
+
+class Caches:
+    """What the serving function computes once, on its first call after loading:
+    every encoded weight's dense kernel and, for Dense layers on the sparse path,
+    the indices of kernel.T (cached in variables of undefined shape, stored empty)."""
+
+    def __init__(self, encoded, sparse_layers):
+        self.encoded = encoded
+        self.sparse = [e for _, e in sparse_layers]
+        self.ready = tf.Variable(False, trainable=False, name="caches_ready")
+        self.transposed = [tf.Variable(tf.zeros([0, 2], tf.int64), shape=tf.TensorShape(None),
+                                       trainable=False, name="transposed_indices")
+                           for _ in self.sparse]
+
+    def tracked(self):
+        return [self.ready] + [e.cache for e in self.encoded] + self.transposed
+
+    def read(self):
+        """`(dense kernels, transposed indices)` as graph tensors."""
+        if not self.encoded:
+            return [], []
+
+        def build():
+            kernels = [rebuild(e) for e in self.encoded]
+            indices = []
+            for e in self.sparse:
+                p = _positions(e)
+                indices.append(tf.stack([p % e.shape[1], p // e.shape[1]], 1))
+            updates = [e.cache.assign(k) for e, k in zip(self.encoded, kernels)]
+            updates += [v.assign(i) for v, i in zip(self.transposed, indices)]
+            with tf.control_dependencies(updates):
+                with tf.control_dependencies([self.ready.assign(True)]):
+                    return [tf.identity(t) for t in kernels + indices]
+
+        def cached():
+            return [tf.identity(e.cache) for e in self.encoded] + [tf.identity(v) for v in self.transposed]
+
+        out = tf.cond(self.ready, cached, build)
+        kernels = [tf.reshape(k, e.shape) for k, e in zip(out, self.encoded)]
+        indices = [tf.reshape(i, [-1, 2]) for i in out[len(self.encoded):]]
+        return kernels, indices
+
+
+# --- the sparse compute path for Dense layers --------------------------------
+
+def _median_time(fn, repeats=7):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _sparse_transposed(kernel):
+    """A SparseTensor of kernel.T (out, in) in canonical order, from a numpy kernel."""
+    rows, cols = np.nonzero(kernel.T)
+    return tf.SparseTensor(np.stack([rows, cols], 1).astype(np.int64),
+                           kernel.T[rows, cols], kernel.T.shape)
+
+
+def crossover_batch(kernel, batch_size_hint, max_batch=1024):
+    """The largest batch (hint, 2x hint, ... up to max_batch) at which sparse matmul
+    beat dense on this machine, or 0 if it did not win at the hint."""
+    sparse = _sparse_transposed(kernel)
+    dense = tf.constant(kernel)
+    dense_fn = tf.function(lambda x: tf.matmul(x, dense))
+    sparse_fn = tf.function(lambda x: tf.transpose(
+        tf.sparse.sparse_dense_matmul(sparse, x, adjoint_b=True)))
+    best, batch = 0, batch_size_hint
+    while batch <= max_batch:
+        x = tf.random.normal([batch, kernel.shape[0]])
+        if _median_time(lambda: sparse_fn(x).numpy()) < 0.95 * _median_time(lambda: dense_fn(x).numpy()):
+            best, batch = batch, batch * 2
+        else:
+            break
+    return best
+
+
+def sparse_dense_call(layer, e, crossover, kernel, transposed_indices):
+    """A `call` for a Dense layer: sparse matmul for 2-D batches <= crossover, the
+    dense `kernel` otherwise (both graph tensors of the serving function)."""
+    sparse_kernel = tf.SparseTensor(transposed_indices, e.values, [e.shape[1], e.shape[0]])
+
+    def call(inputs, training=None):
+        del training
+        x = tf.convert_to_tensor(inputs)
+        if x.shape.rank != 2:
+            y = tf.tensordot(x, kernel, [[x.shape.rank - 1], [0]])
+        else:
+            y = tf.cond(tf.shape(x)[0] <= crossover,
+                        lambda: tf.transpose(tf.sparse.sparse_dense_matmul(
+                            sparse_kernel, x, adjoint_b=True)),
+                        lambda: tf.matmul(x, kernel))
+        if layer.use_bias:
+            y = y + layer.bias
+        return layer.activation(y) if layer.activation is not None else y
+
+    return call
+
+
+def dense_layers_with(plain, encoded):
+    """`(layer, Encoded)` for the plain model's Dense layers whose kernel is encoded."""
+    by_var = {id(e.variable): e for e in encoded}
+    found = []
+    for _, layer in transform.walk_layers(plain):
+        if type(layer) is keras.layers.Dense and layer.built and id(layer.kernel) in by_var:
+            found.append((layer, by_var[id(layer.kernel)]))
+    return found

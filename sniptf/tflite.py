@@ -1,0 +1,81 @@
+"""The `tflite` export format: TensorFlow Lite with the converter's sparsity encoding."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sniptf import transform
+
+QUANTIZE = (None, "dynamic")
+
+
+def check_quantize(quantize):
+    if quantize not in QUANTIZE:
+        raise ValueError(f"Expected `quantize` to be None or 'dynamic' (format='tflite' only). "
+                         f"Received: quantize={quantize!r}")
+    return quantize
+
+
+def _example_batch(spec, batch=4, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (batch,) + tuple(d if d is not None else 1 for d in spec.shape[1:])
+    if spec.dtype.is_integer:
+        return np.zeros(shape, spec.dtype.as_numpy_dtype)  # valid ids for any embedding
+    return rng.normal(size=shape).astype(spec.dtype.as_numpy_dtype)
+
+
+def _culprits(model, message):
+    named = [layer.name for _, layer in transform.walk_layers(model) if layer.name in message]
+    if named:
+        return named
+    return [layer.name for _, layer in transform.walk_layers(model)
+            if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
+
+
+def convert(plain, serve, input_signature, quantize=None, atol=1e-4):
+    """A `.tflite` flatbuffer of `serve`, checked against the Keras model on a batch.
+
+    Returns:
+        `(bytes, max_abs_error)`.
+
+    Raises:
+        ValueError: the converter cannot take the model (naming the layer), or the
+            interpreter's outputs differ from the Keras model's.
+    """
+    optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    if quantize == "dynamic":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    try:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [serve.get_concrete_function()])
+        converter.optimizations = optimizations
+        flatbuffer = converter.convert()
+    except Exception as e:  # the converter raises many types (ConverterError, ...)
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        first = next((l.split("error:", 1)[1].strip() for l in lines if "error:" in l),
+                     lines[0] if lines else repr(e))
+        raise ValueError(
+            f"TensorFlow Lite cannot convert model '{plain.name}'; layers involved: "
+            f"{_culprits(plain, str(e))}. Export it as format='saved_model' or "
+            f"'sparse_saved_model' instead. Converter said: {first}") from e
+    specs = keras.tree.flatten(input_signature)
+    inputs = [_example_batch(s) for s in specs]
+    expected = [np.asarray(t) for t in keras.tree.flatten(
+        plain(keras.tree.pack_sequence_as(input_signature, inputs), training=False))]
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    details = interpreter.get_input_details()
+    for d, x in zip(details, inputs):
+        interpreter.resize_tensor_input(d["index"], x.shape)
+    interpreter.allocate_tensors()
+    for d, x in zip(details, inputs):
+        interpreter.set_tensor(d["index"], x)
+    interpreter.invoke()
+    got = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    error = max(float(np.max(np.abs(a - b))) if a.size else 0.0
+                for a, b in zip(sorted(got, key=np.size), sorted(expected, key=np.size)))
+    tolerance = atol if quantize is None else 0.05 * max(float(np.max(np.abs(e))) for e in expected)
+    if error > tolerance:
+        raise ValueError(
+            f"The TensorFlow Lite model's outputs differ from model '{plain.name}'s by {error:.3g} "
+            f"(tolerance {tolerance:.3g}) on a check batch; not writing it.")
+    return flatbuffer, error
