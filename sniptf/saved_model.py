@@ -209,12 +209,13 @@ def export(model, path, *, format="saved_model", overwrite=False, batch_size_hin
     return plain
 
 
-def export_checkpoint(checkpoint_dir, output_dir, *, overwrite=False):
-    """Exports a trained run's best model (`checkpoints/best.keras`) as a SavedModel.
+def export_checkpoint(checkpoint_dir, output_dir, *, overwrite=False, format="saved_model"):
+    """Exports a trained run's best model (`checkpoints/best.keras`) for serving.
 
     Args:
         checkpoint_dir: a `training.run` output directory, or its `checkpoints/`.
-        output_dir: where the SavedModel goes (see `export`).
+        output_dir: where the export goes (see `export`; a file for `"tflite"`).
+        format: `"saved_model"`, `"sparse_saved_model"` or `"tflite"` (see `export`).
 
     Returns:
         The loaded best model.
@@ -223,6 +224,7 @@ def export_checkpoint(checkpoint_dir, output_dir, *, overwrite=False):
         ValueError: no `best.keras` there.
         FileExistsError: `output_dir` exists and `overwrite` is False.
     """
+    check_format(format)
     candidates = [os.path.join(checkpoint_dir, "best.keras"),
                   os.path.join(checkpoint_dir, "checkpoints", "best.keras")]
     path = next((p for p in candidates if os.path.exists(p)), None)
@@ -235,5 +237,5 @@ def export_checkpoint(checkpoint_dir, output_dir, *, overwrite=False):
         raise FileExistsError(
             f"Export path exists: {output_dir!r}. Pass overwrite=True or choose another path.")
     model = keras.models.load_model(path)
-    export(model, output_dir, overwrite=overwrite)
+    export(model, output_dir, overwrite=overwrite, format=format)
     return model

@@ -132,16 +132,6 @@ class Caches:
 
 # --- the sparse compute path for Dense layers --------------------------------
 
-def _median_time(fn, repeats=7):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def _sparse_transposed(kernel):
     """A SparseTensor of kernel.T (out, in) in canonical order, from a numpy kernel."""
     rows, cols = np.nonzero(kernel.T)
@@ -149,9 +139,10 @@ def _sparse_transposed(kernel):
                            kernel.T[rows, cols], kernel.T.shape)
 
 
-def crossover_batch(kernel, batch_size_hint, max_batch=1024, unroll=16):
+def crossover_batch(kernel, batch_size_hint, max_batch=256, unroll=16):
     """The largest batch (hint, 2x hint, ... up to max_batch) at which sparse matmul
-    beat dense by 5% on this machine, or 0 if it did not at the hint. Each timed
+    beat dense by 10% on this machine (median of interleaved pairs), or 0 if it
+    did not at the hint. Each timed
     call runs the product `unroll` times inside one graph, so the call overhead
     does not hide the difference on small layers."""
     sparse = _sparse_transposed(kernel)
@@ -172,11 +163,26 @@ def crossover_batch(kernel, batch_size_hint, max_batch=1024, unroll=16):
     best, batch = 0, batch_size_hint
     while batch <= max_batch:
         x = tf.random.normal([batch, kernel.shape[0]])
-        if _median_time(lambda: sparse_fn(x).numpy()) < 0.95 * _median_time(lambda: dense_fn(x).numpy()):
+        if _median_ratio(lambda: sparse_fn(x).numpy(), lambda: dense_fn(x).numpy()) < 0.9:
             best, batch = batch, batch * 2
         else:
             break
     return best
+
+
+def _median_ratio(fn_a, fn_b, pairs=9):
+    """Median over interleaved pairs of time(fn_a) / time(fn_b): robust to a machine
+    whose speed drifts while it is measured."""
+    fn_a(), fn_b()
+    ratios = []
+    for i in range(pairs):
+        times = {}
+        for name, fn in (("a", fn_a), ("b", fn_b)) if i % 2 == 0 else (("b", fn_b), ("a", fn_a)):
+            start = time.perf_counter()
+            fn()
+            times[name] = time.perf_counter() - start
+        ratios.append(times["a"] / times["b"])
+    return float(np.median(ratios))
 
 
 def sparse_dense_call(layer, e, crossover, kernel, transposed_indices):

@@ -107,7 +107,7 @@ def test_sparse_saved_model_size_where_weights_dominate(width, kappa, bound, tmp
 
 
 def test_sparse_matmul_path_matches_below_and_above_the_crossover(tmp_path, monkeypatch):
-    monkeypatch.setattr(sparse_format, "crossover_batch", lambda kernel, hint, max_batch=1024: 4)
+    monkeypatch.setattr(sparse_format, "crossover_batch", lambda kernel, hint, **kwargs: 4)
     pruned, x = _pruned("dense")
     plain = sniptf.export(pruned, tmp_path / "sparse", format="sparse_saved_model")
     assert set(plain.export_info["sparse_path"].values()) == {4}

@@ -82,6 +82,13 @@ def test_export_script(default_run, tmp_path):
         _run_main(export, ["export", f"--checkpoint_dir={default_run}", f"--output_dir={out}"])
     with pytest.raises(app.UsageError, match="No best.keras"):
         _run_main(export, ["export", f"--checkpoint_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}"])
+    sparse = str(tmp_path / "sparse")
+    _run_main(export, ["export", f"--checkpoint_dir={default_run}", f"--output_dir={sparse}",
+                       "--format=sparse_saved_model"])
+    x = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
+    loaded_sparse, loaded_dense = tf.saved_model.load(sparse), tf.saved_model.load(out)
+    np.testing.assert_allclose(loaded_sparse.serve(x).numpy(), loaded_dense.serve(x).numpy(),
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("argv,match", [

@@ -1,6 +1,8 @@
-"""Export a trained run's best model as a SavedModel (stripped: plain Keras layers).
+"""Export a trained run's best model for serving (stripped: plain Keras layers).
 
     sniptf-export --checkpoint_dir=out/lenet5_snip --output_dir=out/lenet5_snip/export
+    sniptf-export ... --format=sparse_saved_model   # kept values + compact index
+    sniptf-export ... --format=tflite --output_dir=out/lenet5_snip/model.tflite
 """
 
 from absl import app
@@ -14,6 +16,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint_dir", None, "A sniptf-train --output_dir (or its checkpoints/).")
 flags.DEFINE_string("output_dir", None, "Where the SavedModel goes.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.")
+flags.DEFINE_enum("format", "saved_model", list(saved_model.FORMATS),
+                  "saved_model, sparse_saved_model (smaller; TensorFlow alone loads it) or tflite.")
 flags.mark_flags_as_required(["checkpoint_dir", "output_dir"])
 
 
@@ -22,12 +26,13 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
         training.check_output_dir(FLAGS.output_dir)
-        saved_model.export_checkpoint(FLAGS.checkpoint_dir, FLAGS.output_dir, overwrite=FLAGS.overwrite)
+        saved_model.export_checkpoint(FLAGS.checkpoint_dir, FLAGS.output_dir,
+                                      overwrite=FLAGS.overwrite, format=FLAGS.format)
     except (ValueError, FileExistsError) as e:
         message = str(e).replace("checkpoint_dir=", "--checkpoint_dir=").replace(
             "overwrite=True", "--overwrite")
         raise app.UsageError(training.as_flags(message)) from e
-    logging.info("SavedModel written to %s", FLAGS.output_dir)
+    logging.info("%s written to %s", FLAGS.format, FLAGS.output_dir)
 
 
 def run():
