@@ -102,23 +102,32 @@ class Caches:
         self.encoded = encoded
         self.sparse = [e for _, e in sparse_layers]
         self.ready = tf.Variable(False, trainable=False, name="caches_ready")
+        # kernel.T's indices and values in row-major (canonical) order: the
+        # sparse matmul is several times slower on the stored (column) order
         self.transposed = [tf.Variable(tf.zeros([0, 2], tf.int64), shape=tf.TensorShape(None),
                                        trainable=False, name="transposed_indices")
                            for _ in self.sparse]
+        self.transposed_values = [tf.Variable(tf.zeros([0], e.values.dtype), shape=tf.TensorShape(None),
+                                              trainable=False, name="transposed_values")
+                                  for e in self.sparse]
 
     def tracked(self):
-        return [self.ready] + [e.cache for e in self.encoded] + self.transposed
+        return ([self.ready] + [e.cache for e in self.encoded] + self.transposed
+                + self.transposed_values)
 
     def read(self):
-        """`(dense kernels, transposed indices)` as graph tensors."""
+        """`(dense kernels, [(kernel.T indices, values)])` as graph tensors."""
         if not self.encoded:
             return [], []
 
         def build():
             updates = [e.cache.assign(rebuild(e)) for e in self.encoded]
-            for e, v in zip(self.sparse, self.transposed):
+            for e, v, w in zip(self.sparse, self.transposed, self.transposed_values):
                 p = _positions(e)
-                updates.append(v.assign(tf.stack([p % e.shape[1], p // e.shape[1]], 1)))
+                rows, cols = p % e.shape[1], p // e.shape[1]
+                order = tf.argsort(rows * e.shape[0] + cols)
+                updates.append(v.assign(tf.gather(tf.stack([rows, cols], 1), order)))
+                updates.append(w.assign(tf.gather(e.values, order)))
             with tf.control_dependencies(updates):
                 return self.ready.assign(True)
 
@@ -126,7 +135,8 @@ class Caches:
         done = tf.cond(self.ready, lambda: tf.constant(True), build)
         with tf.control_dependencies([done]):
             kernels = [tf.reshape(e.cache.read_value(), e.shape) for e in self.encoded]
-            indices = [tf.reshape(v.read_value(), [-1, 2]) for v in self.transposed]
+            indices = [(tf.reshape(v.read_value(), [-1, 2]), tf.reshape(w.read_value(), [-1]))
+                       for v, w in zip(self.transposed, self.transposed_values)]
         return kernels, indices
 
 
@@ -139,27 +149,20 @@ def _sparse_transposed(kernel):
                            kernel.T[rows, cols], kernel.T.shape)
 
 
-def crossover_batch(kernel, batch_size_hint, max_batch=256, unroll=16):
+def _sparse_product(sparse_kernel_t, x):
+    """x @ W from W.T as a SparseTensor. Transposing x first is 2-5x faster than
+    `adjoint_b=True` for batches of 16 or more (measured on tf-cpu 2.21)."""
+    return tf.transpose(tf.sparse.sparse_dense_matmul(sparse_kernel_t, tf.transpose(x)))
+
+
+def crossover_batch(kernel, batch_size_hint, max_batch=256):
     """The largest batch (hint, 2x hint, ... up to max_batch) at which sparse matmul
-    beat dense by 10% on this machine (median of interleaved pairs), or 0 if it
-    did not at the hint. Each timed
-    call runs the product `unroll` times inside one graph, so the call overhead
-    does not hide the difference on small layers."""
+    beat dense by 10% on this machine (median over interleaved pairs of single
+    calls), or 0 if it did not at the hint."""
     sparse = _sparse_transposed(kernel)
     dense = tf.constant(kernel)
-
-    def repeated(product):
-        @tf.function
-        def fn(x):
-            total = 0.0
-            for i in range(unroll):  # distinct inputs: no common subexpressions
-                total += tf.reduce_sum(product(x + float(i)))
-            return total
-        return fn
-
-    dense_fn = repeated(lambda x: tf.matmul(x, dense))
-    sparse_fn = repeated(lambda x: tf.transpose(
-        tf.sparse.sparse_dense_matmul(sparse, x, adjoint_b=True)))
+    dense_fn = tf.function(lambda x: tf.matmul(x, dense))
+    sparse_fn = tf.function(lambda x: _sparse_product(sparse, x))
     best, batch = 0, batch_size_hint
     while batch <= max_batch:
         x = tf.random.normal([batch, kernel.shape[0]])
@@ -170,7 +173,7 @@ def crossover_batch(kernel, batch_size_hint, max_batch=256, unroll=16):
     return best
 
 
-def _median_ratio(fn_a, fn_b, pairs=9):
+def _median_ratio(fn_a, fn_b, pairs=15):
     """Median over interleaved pairs of time(fn_a) / time(fn_b): robust to a machine
     whose speed drifts while it is measured."""
     fn_a(), fn_b()
@@ -185,10 +188,12 @@ def _median_ratio(fn_a, fn_b, pairs=9):
     return float(np.median(ratios))
 
 
-def sparse_dense_call(layer, e, crossover, kernel, transposed_indices):
+def sparse_dense_call(layer, e, crossover, kernel, transposed):
     """A `call` for a Dense layer: sparse matmul for 2-D batches <= crossover, the
-    dense `kernel` otherwise (both graph tensors of the serving function)."""
-    sparse_kernel = tf.SparseTensor(transposed_indices, e.values, [e.shape[1], e.shape[0]])
+    dense `kernel` otherwise (graph tensors of the serving function; `transposed`
+    is kernel.T's `(indices, values)` in canonical order)."""
+    indices, values = transposed
+    sparse_kernel = tf.SparseTensor(indices, values, [e.shape[1], e.shape[0]])
 
     def call(inputs, training=None):
         del training
@@ -196,9 +201,7 @@ def sparse_dense_call(layer, e, crossover, kernel, transposed_indices):
         if x.shape.rank != 2:
             y = tf.tensordot(x, kernel, [[x.shape.rank - 1], [0]])
         else:
-            y = tf.cond(tf.shape(x)[0] <= crossover,
-                        lambda: tf.transpose(tf.sparse.sparse_dense_matmul(
-                            sparse_kernel, x, adjoint_b=True)),
+            y = tf.cond(tf.shape(x)[0] <= crossover, lambda: _sparse_product(sparse_kernel, x),
                         lambda: tf.matmul(x, kernel))
         if layer.use_bias:
             y = y + layer.bias
