@@ -30,7 +30,10 @@ import tensorflow as tf
 from sniptf import transform
 
 _POSITION_TYPES = (np.uint8, np.uint16, np.uint32, np.int64)
-_BITS = tf.constant([128, 64, 32, 16, 8, 4, 2, 1], tf.int32)
+# bit weights of a packed byte, most significant first (np.packbits); a list, not a
+# tensor: creating a tensor at import would initialize TensorFlow before
+# sniptf.distribute can split the CPU into logical devices
+_BITS = [128, 64, 32, 16, 8, 4, 2, 1]
 
 
 @dataclasses.dataclass
@@ -82,7 +85,8 @@ def _positions(e):
     if e.index_kind == "positions":
         return tf.cast(e.index, tf.int64)
     n = int(np.prod(e.shape))
-    bits = tf.bitwise.bitwise_and(tf.cast(e.index, tf.int32)[:, None], _BITS) > 0
+    bits = tf.bitwise.bitwise_and(tf.cast(e.index, tf.int32)[:, None],
+                                  tf.constant(_BITS, tf.int32)) > 0
     return tf.where(tf.reshape(bits, [-1])[:n])[:, 0]
 
 

@@ -73,3 +73,15 @@ def test_multi_worker_two_processes_on_loopback(tmp_path):
         assert r["replicas"] == 2
         _check(r)
     assert results[0]["mask_digest"] == results[1]["mask_digest"]
+
+
+def test_importing_sniptf_leaves_tensorflow_uninitialized():
+    """Logical CPU devices can only be set before TensorFlow initializes; an
+    import-time tensor anywhere in the package breaks every multi-device run."""
+    code = ("import sniptf, tensorflow as tf\n"
+            "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+            "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+            "print('devices', len(tf.config.list_logical_devices('CPU')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "devices 2" in done.stdout
