@@ -75,6 +75,8 @@ def _write_saved_model(model, directory, *, sparse=False, batch_size_hint=1):
     root = tf.train.Checkpoint()
     stored = [t for e in encoded for t in (e.values, e.index)]
     root.variables = copies + stored + (caches.tracked() if encoded else [])
+    if encoded:
+        root.rebuild_at_load = caches.at_load
     root.trainable_variables = [v for v in copies if v.trainable]
     root.non_trainable_variables = [v for v in root.variables if not v.trainable]
 
@@ -127,7 +129,7 @@ def export(model, path, *, format="saved_model", overwrite=False, batch_size_hin
     * `"sparse_saved_model"`: the same endpoints; every weight that is at
       least half zeros is stored as its kept values plus a bit mask or flat
       positions, whichever is smaller (`sniptf.sparse_format`). Layers compute
-      with the dense kernel rebuilt once on the first call after loading, or,
+      with the dense kernel rebuilt once when the SavedModel is loaded, or,
       for `Dense` layers where a measurement at export time for a batch of
       `batch_size_hint` found it faster, with a sparse matmul for batches up
       to the measured crossover. Loads with TensorFlow alone.

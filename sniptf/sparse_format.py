@@ -11,9 +11,9 @@ per weight:
 At 95% sparsity the bit mask is smaller (n/8 vs 0.05n x 4 bytes), at 99% the
 positions are (for n >= 65,536). Everything else is stored as it is.
 
-The SavedModel computes each layer with the dense kernel rebuilt once, on the
-first call after loading (cached in a variable of undefined shape, which the
-file stores empty), or, for `Dense` layers on 2-D inputs where a
+The SavedModel computes each layer with the dense kernel rebuilt once, when
+it is loaded (a resource initializer fills variables of undefined shape, which
+the file stores empty), or, for `Dense` layers on 2-D inputs where a
 measurement at export time found it faster for a batch of `batch_size_hint`,
 with `tf.sparse.sparse_dense_matmul` for batches up to the largest size at
 which it was still faster (the dense kernel above that), so serving is never
@@ -45,7 +45,7 @@ class Encoded:
     values: tf.Variable       # the kept entries, in flat order
     index: tf.Variable        # packed bits, or flat positions
     index_kind: str           # "bits" or "positions"
-    cache: tf.Variable        # the dense kernel, rebuilt on the first call
+    cache: tf.Variable        # the dense kernel, rebuilt when the SavedModel is loaded
 
     @property
     def stored_bytes(self):
@@ -97,50 +97,64 @@ def rebuild(e):
     return tf.reshape(flat, e.shape)
 
 
+class _RebuildAtLoad(tf.saved_model.experimental.TrackableResource):
+    """Fills the caches when the SavedModel is loaded.
+
+    A SavedModel runs its resources' initializers after it has restored the
+    variables (this is how lookup tables are filled, in Python and in TF
+    Serving), so the serving graph reads the caches with no check per call.
+    The resource itself is an unused handle; only its initializer matters.
+    """
+
+    def __init__(self, caches):
+        self._caches = caches
+        super().__init__()
+
+    def _create_resource(self):
+        return tf.raw_ops.VarHandleOp(dtype=tf.bool, shape=[], shared_name="")
+
+    def _initialize(self):
+        return self._caches.fill()
+
+
 class Caches:
-    """What the serving function computes once, on its first call after loading:
-    every encoded weight's dense kernel and, for Dense layers on the sparse path,
-    the indices of kernel.T (cached in variables of undefined shape, stored empty)."""
+    """What is computed once, when the SavedModel is loaded: every encoded weight's
+    dense kernel and, for Dense layers on the sparse path, kernel.T's indices and
+    values in row-major order (variables of undefined shape, stored empty)."""
 
     def __init__(self, encoded, sparse_layers):
         self.encoded = encoded
         self.sparse = [e for _, e in sparse_layers]
-        self.ready = tf.Variable(False, trainable=False, name="caches_ready")
-        # kernel.T's indices and values in row-major (canonical) order: the
-        # sparse matmul is several times slower on the stored (column) order
+        # row-major (canonical) order: the sparse matmul is several times slower
+        # on the stored (column) order
         self.transposed = [tf.Variable(tf.zeros([0, 2], tf.int64), shape=tf.TensorShape(None),
                                        trainable=False, name="transposed_indices")
                            for _ in self.sparse]
         self.transposed_values = [tf.Variable(tf.zeros([0], e.values.dtype), shape=tf.TensorShape(None),
                                               trainable=False, name="transposed_values")
                                   for e in self.sparse]
+        self.at_load = _RebuildAtLoad(self)
 
     def tracked(self):
-        return ([self.ready] + [e.cache for e in self.encoded] + self.transposed
-                + self.transposed_values)
+        return [e.cache for e in self.encoded] + self.transposed + self.transposed_values
+
+    def fill(self):
+        """Assigns every cache from the stored values and indexes (a graph computation)."""
+        updates = [e.cache.assign(rebuild(e)) for e in self.encoded]
+        for e, v, w in zip(self.sparse, self.transposed, self.transposed_values):
+            p = _positions(e)
+            rows, cols = p % e.shape[1], p // e.shape[1]
+            order = tf.argsort(rows * e.shape[0] + cols)
+            updates.append(v.assign(tf.gather(tf.stack([rows, cols], 1), order)))
+            updates.append(w.assign(tf.gather(e.values, order)))
+        with tf.control_dependencies(updates):
+            return tf.constant(True)
 
     def read(self):
         """`(dense kernels, [(kernel.T indices, values)])` as graph tensors."""
-        if not self.encoded:
-            return [], []
-
-        def build():
-            updates = [e.cache.assign(rebuild(e)) for e in self.encoded]
-            for e, v, w in zip(self.sparse, self.transposed, self.transposed_values):
-                p = _positions(e)
-                rows, cols = p % e.shape[1], p // e.shape[1]
-                order = tf.argsort(rows * e.shape[0] + cols)
-                updates.append(v.assign(tf.gather(tf.stack([rows, cols], 1), order)))
-                updates.append(w.assign(tf.gather(e.values, order)))
-            with tf.control_dependencies(updates):
-                return self.ready.assign(True)
-
-        # only a flag passes the cond; the caches are read after it, once filled
-        done = tf.cond(self.ready, lambda: tf.constant(True), build)
-        with tf.control_dependencies([done]):
-            kernels = [tf.reshape(e.cache.read_value(), e.shape) for e in self.encoded]
-            indices = [(tf.reshape(v.read_value(), [-1, 2]), tf.reshape(w.read_value(), [-1]))
-                       for v, w in zip(self.transposed, self.transposed_values)]
+        kernels = [tf.reshape(e.cache.read_value(), e.shape) for e in self.encoded]
+        indices = [(tf.reshape(v.read_value(), [-1, 2]), tf.reshape(w.read_value(), [-1]))
+                   for v, w in zip(self.transposed, self.transposed_values)]
         return kernels, indices
 
 
