@@ -1,5 +1,7 @@
 """`export`: a SavedModel of the stripped model, written atomically; `export_checkpoint`."""
 
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -7,6 +9,7 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from sniptf import _keras_compat
 from sniptf import sparse_format
@@ -28,6 +31,20 @@ def _input_signature(model):
     return keras.tree.map_shape_structure(  # any batch size, as Keras's export allows
         lambda shape: tf.TensorSpec((None,) + tuple(shape)[1:], keras.backend.floatx()),
         config["input_shape"])
+
+
+@contextlib.contextmanager
+def _quiet():
+    """TensorFlow's saver logs a line per file at INFO; an export says nothing."""
+    tf_logger = logging.getLogger("tensorflow")
+    tf_level, absl_level = tf_logger.level, absl_logging.get_verbosity()
+    tf_logger.setLevel(max(tf_level, logging.WARNING))
+    absl_logging.set_verbosity(min(absl_level, absl_logging.WARNING))  # lower = quieter
+    try:
+        yield
+    finally:
+        tf_logger.setLevel(tf_level)
+        absl_logging.set_verbosity(absl_level)
 
 
 def _serve_function(model):
@@ -100,7 +117,8 @@ def _write_saved_model(model, directory, *, sparse=False, batch_size_hint=1):
         return {f"output_{i}": t for i, t in enumerate(out)}
 
     root.serve = serve
-    tf.saved_model.save(root, directory, signatures={"serving_default": serving_default})
+    with _quiet():
+        tf.saved_model.save(root, directory, signatures={"serving_default": serving_default})
     return {"encoded": {keys[id(e.variable)]: {"bytes": e.stored_bytes, "index": e.index_kind,
                                                "dense_bytes": int(np.prod(e.shape)) * 4}
                         for e in encoded},
