@@ -8,16 +8,18 @@ per weight:
 * the flat positions of the kept entries in the narrowest unsigned type that
   holds n - 1 (uint8, uint16, uint32, else int64), nnz x itemsize bytes.
 
-At 95% sparsity the bit mask is smaller (n/8 vs 0.05n x 4 bytes), at 99% the
-positions are (for n >= 65,536). Everything else is stored as it is.
+At 95% sparsity the bit mask is smaller (n/8 bytes vs 0.05n x 4 for uint32
+positions), at 99% the positions are (0.01n x 4). Everything else is stored as
+it is.
 
 The SavedModel computes each layer with the dense kernel rebuilt once, when
 it is loaded (a resource initializer fills variables of undefined shape, which
 the file stores empty), or, for `Dense` layers on 2-D inputs where a
 measurement at export time found it faster for a batch of `batch_size_hint`,
 with `tf.sparse.sparse_dense_matmul` for batches up to the largest size at
-which it was still faster (the dense kernel above that), so serving is never
-slower than dense by the choice. Loading needs TensorFlow only.
+which it was still faster by 10% (the dense kernel above that): the choice
+follows what was measured on the exporting machine. Loading needs TensorFlow
+only.
 """
 
 import dataclasses
@@ -101,8 +103,10 @@ class _RebuildAtLoad(tf.saved_model.experimental.TrackableResource):
     """Fills the caches when the SavedModel is loaded.
 
     A SavedModel runs its resources' initializers after it has restored the
-    variables (this is how lookup tables are filled, in Python and in TF
-    Serving), so the serving graph reads the caches with no check per call.
+    variables (how lookup tables are filled; tested here with
+    `tf.saved_model.load`, not with TF Serving's C++ loader, which runs the
+    same init op for tables), so the serving graph reads the caches with no
+    check per call.
     The resource itself is an unused handle; only its initializer matters.
     """
 
