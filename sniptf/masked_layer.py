@@ -82,12 +82,14 @@ class MaskedLayer(keras.layers.Wrapper):
         self._pairs = []
 
     def __call__(self, *args, **kwargs):
-        if not self.built:
+        if not self.built and (not self.layer.built
+                               or not registry.prunable_weights(self.layer, self.mask_biases)):
             # Let the inner layer build itself from its own call signature:
             # ours only sees the first input's shape (MultiHeadAttention
             # needs query and value shapes, an RNN its initial state's), and a
             # custom layer's sub-layers are built only by calling it (when
             # loading, Keras builds the outer layer and leaves them unbuilt).
+            # An inner layer whose weights all exist is not called twice.
             training = kwargs.pop("training", None)
             mask = kwargs.pop("mask", None)
             self.layer(*args, **self._inner_kwargs(training, mask, kwargs))

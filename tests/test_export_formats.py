@@ -119,7 +119,7 @@ def test_sparse_matmul_path_matches_below_and_above_the_crossover(tmp_path, monk
                                    rtol=1e-5, atol=1e-6)
 
 
-def test_tflite_is_checked_and_smaller(tmp_path):
+def test_tflite_is_checked_against_keras(tmp_path):
     pruned, x = _pruned("conv")
     plain = sniptf.export(pruned, tmp_path / "m.tflite", format="tflite")
     info = plain.export_info
