@@ -22,7 +22,9 @@ def _input_signature(model):
     subclassed model was built with."""
     if getattr(model, "inputs", None):
         spec = lambda t: tf.TensorSpec(t.shape, t.dtype, name=_keras_compat.input_layer_name(t))
-        return keras.tree.map_structure(spec, model.input)
+        # a Sequential that was never called has `inputs` but no `input`
+        structure = model.inputs[0] if isinstance(model, keras.Sequential) else model.input
+        return keras.tree.map_structure(spec, structure)
     config = model.get_build_config() or {}
     if "input_shape" not in config:
         raise ValueError(

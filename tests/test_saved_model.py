@@ -78,3 +78,13 @@ def test_checkpoint_round_trip_restores_masks(pruned_and_data, tmp_path):
     fresh.load_weights(path)
     np.testing.assert_allclose(fresh(x), pruned(x), atol=1e-6)
     assert sniptf.sparsity(fresh).kept == sniptf.sparsity(pruned).kept
+
+
+def test_export_of_a_sequential_never_called(tmp_path):
+    """A Sequential built on a keras.Input but never called has no `.input` (it raised)."""
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    path = str(tmp_path / "seq")
+    sniptf.export(model, path)
+    x = np.ones((2, 6), np.float32)
+    loaded = tf.saved_model.load(path)
+    np.testing.assert_allclose(loaded.serve(x).numpy(), model(x).numpy(), atol=1e-6)
