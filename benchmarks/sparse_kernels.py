@@ -3,9 +3,10 @@
     python benchmarks/sparse_kernels.py
 
 The 99%-sparse 784->4096->4096 MLP's two big kernels (random, 1% kept), batch 1:
-the two products with tf.sparse.sparse_dense_matmul (as sniptf.sparse_format
-serves them), the same with gather + unsorted_segment_sum, and the dense
-products, each in one tf.function; median ms of 50 calls after a warm-up.
+the two products with tf.sparse.sparse_dense_matmul on W with adjoint_a=True (as
+sniptf.sparse_format serves them), on a SparseTensor of W^T (as it did before),
+with gather + unsorted_segment_sum, and the dense products, each in one
+tf.function; per-call medians over interleaved rounds (this VM's speed drifts).
 """
 
 import os
@@ -19,14 +20,24 @@ import tensorflow as tf
 from sniptf import sparse_format
 
 
-def median_ms(fn, calls=50):
-    fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
+def interleaved_ms(fns, rounds=100):
+    """Median ms per call of each function, called in turn each round."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+def transposed_product(kernel):
+    rows, cols = np.nonzero(kernel.T)
+    sparse_t = tf.SparseTensor(np.stack([rows, cols], 1).astype(np.int64),
+                               kernel.T[rows, cols], kernel.T.shape)
+    return lambda x: tf.transpose(tf.sparse.sparse_dense_matmul(sparse_t, tf.transpose(x)))
 
 
 def segment_product(kernel):
@@ -44,20 +55,24 @@ def main():
         k = rng.normal(size=shape).astype(np.float32)
         k[rng.random(shape) > 0.01] = 0
         kernels.append(k)
-    sparse = [sparse_format._sparse_transposed(k) for k in kernels]
+    sparse = [sparse_format._sparse_kernel(k) for k in kernels]
+    transposed = [transposed_product(k) for k in kernels]
     segments = [segment_product(k) for k in kernels]
     dense = [tf.constant(k) for k in kernels]
     x = tf.random.normal([1, 784])
     two = {
-        "sparse_dense_matmul": tf.function(lambda x: sparse_format._sparse_product(
+        "sparse_dense_matmul, W adjoint_a (served)": tf.function(lambda x: sparse_format._sparse_product(
             sparse[1], tf.nn.relu(sparse_format._sparse_product(sparse[0], x)))),
+        "sparse_dense_matmul, W^T (before)": tf.function(
+            lambda x: transposed[1](tf.nn.relu(transposed[0](x)))),
         "gather + unsorted_segment_sum": tf.function(lambda x: segments[1](tf.nn.relu(segments[0](x)))),
         "dense matmul": tf.function(lambda x: tf.matmul(tf.nn.relu(tf.matmul(x, dense[0])), dense[1])),
     }
     print(f"kept weights: {sum(int(np.count_nonzero(k)) for k in kernels)}; TF {tf.__version__}, "
           f"{os.cpu_count()} cores")
-    for name, fn in two.items():
-        print(f"two products, batch 1, {name}: {median_ms(lambda: fn(x).numpy()):.2f} ms")
+    times = interleaved_ms({name: (lambda fn=fn: fn(x).numpy()) for name, fn in two.items()})
+    for name, ms in times.items():
+        print(f"two products, batch 1, {name}: {ms:.2f} ms")
 
 
 if __name__ == "__main__":

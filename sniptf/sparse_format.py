@@ -123,65 +123,62 @@ class _RebuildAtLoad(tf.saved_model.experimental.TrackableResource):
 
 class Caches:
     """What is computed once, when the SavedModel is loaded: every encoded weight's
-    dense kernel and, for Dense layers on the sparse path, kernel.T's indices and
-    values in row-major order (variables of undefined shape, stored empty)."""
+    dense kernel and, for Dense layers on the sparse path, the kernel's kept
+    (row, column) indices (variables of undefined shape, stored empty). The
+    stored flat positions are row-major, so the indices are already in a
+    SparseTensor's canonical order and pair with the stored values as they are."""
 
     def __init__(self, encoded, sparse_layers):
         self.encoded = encoded
         self.sparse = [e for _, e in sparse_layers]
-        # row-major (canonical) order: the sparse matmul is several times slower
-        # on the stored (column) order
-        self.transposed = [tf.Variable(tf.zeros([0, 2], tf.int64), shape=tf.TensorShape(None),
-                                       trainable=False, name="transposed_indices")
-                           for _ in self.sparse]
-        self.transposed_values = [tf.Variable(tf.zeros([0], e.values.dtype), shape=tf.TensorShape(None),
-                                              trainable=False, name="transposed_values")
-                                  for e in self.sparse]
+        self.indices = [tf.Variable(tf.zeros([0, 2], tf.int64), shape=tf.TensorShape(None),
+                                    trainable=False, name="sparse_indices")
+                        for _ in self.sparse]
         self.at_load = _RebuildAtLoad(self)
 
     def tracked(self):
-        return [e.cache for e in self.encoded] + self.transposed + self.transposed_values
+        return [e.cache for e in self.encoded] + self.indices
 
     def fill(self):
         """Assigns every cache from the stored values and indexes (a graph computation)."""
         updates = [e.cache.assign(rebuild(e)) for e in self.encoded]
-        for e, v, w in zip(self.sparse, self.transposed, self.transposed_values):
+        for e, v in zip(self.sparse, self.indices):
             p = _positions(e)
-            rows, cols = p % e.shape[1], p // e.shape[1]
-            order = tf.argsort(rows * e.shape[0] + cols)
-            updates.append(v.assign(tf.gather(tf.stack([rows, cols], 1), order)))
-            updates.append(w.assign(tf.gather(e.values, order)))
+            updates.append(v.assign(tf.stack([p // e.shape[1], p % e.shape[1]], 1)))
         with tf.control_dependencies(updates):
             return tf.constant(True)
 
     def read(self):
-        """`(dense kernels, [(kernel.T indices, values)])` as graph tensors."""
+        """`(dense kernels, [(kernel indices, values)])` as graph tensors."""
         kernels = [tf.reshape(e.cache.read_value(), e.shape) for e in self.encoded]
-        indices = [(tf.reshape(v.read_value(), [-1, 2]), tf.reshape(w.read_value(), [-1]))
-                   for v, w in zip(self.transposed, self.transposed_values)]
+        indices = [(tf.reshape(v.read_value(), [-1, 2]), e.values.read_value())
+                   for e, v in zip(self.sparse, self.indices)]
         return kernels, indices
 
 
 # --- the sparse compute path for Dense layers --------------------------------
 
-def _sparse_transposed(kernel):
-    """A SparseTensor of kernel.T (out, in) in canonical order, from a numpy kernel."""
-    rows, cols = np.nonzero(kernel.T)
-    return tf.SparseTensor(np.stack([rows, cols], 1).astype(np.int64),
-                           kernel.T[rows, cols], kernel.T.shape)
+def _sparse_kernel(kernel):
+    """A SparseTensor of a numpy kernel (in, out), in canonical (row-major) order."""
+    rows, cols = np.nonzero(kernel)
+    return tf.SparseTensor(np.stack([rows, cols], 1).astype(np.int64), kernel[rows, cols],
+                           kernel.shape)
 
 
-def _sparse_product(sparse_kernel_t, x):
-    """x @ W from W.T as a SparseTensor. Transposing x first is 2-5x faster than
-    `adjoint_b=True` for batches of 16 or more (measured on tf-cpu 2.21)."""
-    return tf.transpose(tf.sparse.sparse_dense_matmul(sparse_kernel_t, tf.transpose(x)))
+def _sparse_product(sparse_kernel, x):
+    """x @ W for W a SparseTensor: (W^T x^T)^T with `adjoint_a=True`. Measured on
+    tf-cpu 2.21 (4096x4096, 1% and 5% kept; benchmarks/sparse_kernels.py): 1.3-1.7x
+    faster at batch 1 than a SparseTensor of W^T, and transposing x first is 2-5x
+    faster than `adjoint_b=True` for batches of 16 or more."""
+    return tf.transpose(tf.sparse.sparse_dense_matmul(sparse_kernel, tf.transpose(x),
+                                                      adjoint_a=True))
 
 
 def crossover_batch(kernel, batch_size_hint, max_batch=256):
     """The largest batch (hint, 2x hint, ... up to max_batch) at which sparse matmul
     beat dense by 10% on this machine (median over interleaved pairs of single
     calls), or 0 if it did not at the hint."""
-    sparse = _sparse_transposed(kernel)
+    sparse = _sparse_kernel(kernel)
     dense = tf.constant(kernel)
     dense_fn = tf.function(lambda x: tf.matmul(x, dense))
     sparse_fn = tf.function(lambda x: _sparse_product(sparse, x))
@@ -210,12 +207,12 @@ def _median_ratio(fn_a, fn_b, pairs=15):
     return float(np.median(ratios))
 
 
-def sparse_dense_call(layer, e, crossover, kernel, transposed):
+def sparse_dense_call(layer, e, crossover, kernel, kept):
     """A `call` for a Dense layer: sparse matmul for 2-D batches <= crossover, the
-    dense `kernel` otherwise (graph tensors of the serving function; `transposed`
-    is kernel.T's `(indices, values)` in canonical order)."""
-    indices, values = transposed
-    sparse_kernel = tf.SparseTensor(indices, values, [e.shape[1], e.shape[0]])
+    dense `kernel` otherwise (graph tensors of the serving function; `kept` is
+    the kernel's `(indices, values)` in canonical order)."""
+    indices, values = kept
+    sparse_kernel = tf.SparseTensor(indices, values, e.shape)
 
     def call(inputs, training=None):
         del training
