@@ -2,7 +2,7 @@
 
     python benchmarks/sparse_kernels.py
 
-The 99%-sparse 784->4096->4096 MLP's two big kernels (random, 1% kept), batch 1:
+The 99%-sparse 784->4096->4096 MLP's two big kernels (random, 1% kept), batch 1 and 64:
 the two products with tf.sparse.sparse_dense_matmul on W with adjoint_a=True (as
 sniptf.sparse_format serves them), on a SparseTensor of W^T (as it did before),
 with gather + unsorted_segment_sum, and the dense products, each in one
@@ -33,6 +33,12 @@ def interleaved_ms(fns, rounds=100):
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
+def one_block(kernel):
+    rows, cols = np.nonzero(kernel)
+    return tf.SparseTensor(np.stack([rows, cols], 1).astype(np.int64), kernel[rows, cols],
+                           kernel.shape)
+
+
 def transposed_product(kernel):
     rows, cols = np.nonzero(kernel.T)
     sparse_t = tf.SparseTensor(np.stack([rows, cols], 1).astype(np.int64),
@@ -55,14 +61,18 @@ def main():
         k = rng.normal(size=shape).astype(np.float32)
         k[rng.random(shape) > 0.01] = 0
         kernels.append(k)
-    sparse = [sparse_format._sparse_kernel(k) for k in kernels]
+    blocks = [sparse_format.sparse_blocks(k) for k in kernels]
+    whole = [[one_block(k)] for k in kernels]
     transposed = [transposed_product(k) for k in kernels]
     segments = [segment_product(k) for k in kernels]
     dense = [tf.constant(k) for k in kernels]
-    x = tf.random.normal([1, 784])
     two = {
-        "sparse_dense_matmul, W adjoint_a (served)": tf.function(lambda x: sparse_format._sparse_product(
-            sparse[1], tf.nn.relu(sparse_format._sparse_product(sparse[0], x)))),
+        f"sparse_dense_matmul, W adjoint_a, {len(blocks[1])} column blocks (served)": tf.function(
+            lambda x: sparse_format.blocks_product(blocks[1], tf.nn.relu(
+                sparse_format.blocks_product(blocks[0], x)))),
+        "sparse_dense_matmul, W adjoint_a, one block": tf.function(
+            lambda x: sparse_format.blocks_product(whole[1], tf.nn.relu(
+                sparse_format.blocks_product(whole[0], x)))),
         "sparse_dense_matmul, W^T (before)": tf.function(
             lambda x: transposed[1](tf.nn.relu(transposed[0](x)))),
         "gather + unsorted_segment_sum": tf.function(lambda x: segments[1](tf.nn.relu(segments[0](x)))),
@@ -70,9 +80,11 @@ def main():
     }
     print(f"kept weights: {sum(int(np.count_nonzero(k)) for k in kernels)}; TF {tf.__version__}, "
           f"{os.cpu_count()} cores")
-    times = interleaved_ms({name: (lambda fn=fn: fn(x).numpy()) for name, fn in two.items()})
-    for name, ms in times.items():
-        print(f"two products, batch 1, {name}: {ms:.2f} ms")
+    for batch in (1, 64):
+        x = tf.random.normal([batch, 784])
+        times = interleaved_ms({name: (lambda fn=fn: fn(x).numpy()) for name, fn in two.items()})
+        for name, ms in times.items():
+            print(f"two products, batch {batch}, {name}: {ms:.2f} ms")
 
 
 if __name__ == "__main__":

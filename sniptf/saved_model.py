@@ -104,8 +104,8 @@ def _write_saved_model(model, directory, *, sparse=False, batch_size_hint=1):
         kernels, kept = caches.read()
         pairs = list(zip(plain_vars, copies)) + list(zip((e.variable for e in encoded), kernels))
         kernel_of = dict(zip((id(e) for e in encoded), kernels))
-        for (layer, e, crossover), indices in zip(on_sparse_path, kept):
-            layer.call = sparse_format.sparse_dense_call(layer, e, crossover, kernel_of[id(e)], indices)
+        for (layer, e, crossover), blocks in zip(on_sparse_path, kept):
+            layer.call = sparse_format.sparse_dense_call(layer, crossover, kernel_of[id(e)], blocks)
         try:
             with keras.StatelessScope(state_mapping=pairs):
                 return model(inputs, training=False)

@@ -108,8 +108,13 @@ def test_sparse_saved_model_size_where_weights_dominate(width, kappa, bound, tmp
     assert kinds == ({"bits"} if kappa == 0.05 else {"positions"})
 
 
-def test_sparse_matmul_path_matches_below_and_above_the_crossover(tmp_path, monkeypatch):
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_sparse_matmul_path_matches_below_and_above_the_crossover(blocks, tmp_path, monkeypatch):
     monkeypatch.setattr(sparse_format, "crossover_batch", lambda kernel, hint, **kwargs: 4)
+    # one block per core of the exporting machine; 3 uneven blocks here whatever the machine
+    edges = lambda width: np.linspace(0, width, blocks + 1).astype(int)
+    monkeypatch.setattr(sparse_format, "column_blocks",
+                        lambda width: list(zip(edges(width)[:-1], edges(width)[1:])))
     pruned, x = _pruned("dense")
     plain = sniptf.export(pruned, tmp_path / "sparse", format="sparse_saved_model")
     assert set(plain.export_info["sparse_path"].values()) == {4}
