@@ -3,8 +3,13 @@
 The kept count is exactly what κ says. Scores above the threshold are kept;
 among scores equal to it, the ones kept are drawn uniformly with `seed`, so
 the same seed gives the same mask and no layer is favoured by its position.
-Memory: one flat copy of the scores (partitioned in place) plus one
-boolean per score.
+
+The threshold is found without a concatenated copy of the scores: a radix
+select over the scores' bits (each float mapped to an unsigned integer with
+the same order), 16 bits per pass, from histograms summed over the arrays
+one at a time. Memory: one boolean per score (the masks) and temporaries the
+size of one array; score arrays may also be given as callables that compute
+them on demand, so that not even the scores need be held all at once.
 """
 
 import math
@@ -100,19 +105,62 @@ def _apportion(k, sizes):
     return counts
 
 
-def _top_k(scores, k, rng):
-    """Boolean masks keeping exactly the k largest entries over `scores`."""
-    n = sum(s.size for s in scores)
-    if k >= n:
-        return [np.ones(s.shape, bool) for s in scores]
-    flat = np.concatenate([np.ravel(s) for s in scores])
-    flat.partition(n - k)
-    threshold = flat[n - k]
-    above = int(np.count_nonzero(flat[n - k + 1:] > threshold))
-    del flat
-    need = k - above
-    masks = [s > threshold for s in scores]
-    ties = [np.flatnonzero(np.ravel(s) == threshold) for s in scores]
+_BITS = 16  # per radix pass: histograms of 65,536 bins
+_CHUNK = 1 << 18  # entries keyed at a time: bounds the temporaries to a few MB
+
+
+def _keys(scores, width):
+    """Unsigned integers ordered as the float `scores` are (-0.0 counted as 0.0)."""
+    floats = np.ravel(scores).astype(np.float32 if width == 32 else np.float64, copy=False) + 0.0
+    bits = floats.view(np.uint32 if width == 32 else np.uint64)
+    top = bits.dtype.type(1 << (width - 1))
+    return np.where(bits & top, ~bits, bits | top)
+
+
+def _from_key(key, width):
+    """The float whose `_keys` value is `key`."""
+    utype = np.uint32 if width == 32 else np.uint64
+    key = utype(key)
+    top = utype(1 << (width - 1))
+    bits = key & ~top if key & top else ~key
+    return np.array([bits], utype).view(np.float32 if width == 32 else np.float64)[0]
+
+
+def _kth_largest_key(sources, k, width):
+    """The k-th largest key over all sources (1-based) and how many of the k are
+    equal to it: a radix select, one histogram pass per 16 bits."""
+    prefix, need = 0, k
+    for shift in range(width - _BITS, -1, -_BITS):
+        hist = np.zeros(1 << _BITS, np.int64)
+        for source in sources:
+            flat = np.ravel(source())
+            for start in range(0, flat.size, _CHUNK):
+                keys = _keys(flat[start:start + _CHUNK], width)
+                if shift + _BITS < width:  # only the keys that share the prefix found so far
+                    keys = keys[(keys >> keys.dtype.type(shift + _BITS)) == prefix]
+                digits = (keys >> keys.dtype.type(shift)) & keys.dtype.type((1 << _BITS) - 1)
+                hist += np.bincount(digits.astype(np.intp), minlength=1 << _BITS)
+            del flat
+        above = np.cumsum(hist[::-1])  # above[i]: entries in the i + 1 highest bins
+        top = int(np.searchsorted(above, need))  # the bin where the count reaches `need`
+        need -= int(above[top - 1]) if top else 0
+        prefix = (prefix << _BITS) | ((1 << _BITS) - 1 - top)
+    return prefix, need
+
+
+def _top_k(sources, shapes, k, width, rng):
+    """Boolean masks keeping exactly the k largest entries over `sources`
+    (callables returning score arrays of `shapes`)."""
+    if k >= sum(int(np.prod(shape)) for shape in shapes):
+        return [np.ones(shape, bool) for shape in shapes]
+    key, need = _kth_largest_key(sources, k, width)
+    threshold = _from_key(key, width)
+    masks, ties = [], []
+    for source in sources:
+        scores = np.asarray(source()).astype(threshold.dtype, copy=False)
+        masks.append(scores > threshold)
+        ties.append(np.flatnonzero(np.ravel(scores) == threshold))
+        del scores
     total_ties = sum(t.size for t in ties)
     if need >= total_ties:
         chosen = np.arange(total_ties)
@@ -136,7 +184,10 @@ def select(scores, kappa, *, scope="global", seed=0):
     """Masks keeping exactly the top-κ scores.
 
     Args:
-        scores: a list of score arrays (higher = more important).
+        scores: a list of score arrays (higher = more important), or of
+            zero-argument callables returning them (called as needed, a few
+            times each, and must return the same array each time: only one is
+            then held at a time).
         kappa: see `kept_count`.
         scope: `"global"` ranks all scores together (SNIP); `"layerwise"`
             keeps the same fraction in every array (the count is split by
@@ -147,20 +198,28 @@ def select(scores, kappa, *, scope="global", seed=0):
         A list of boolean arrays shaped like `scores`.
     """
     check_scope(scope)
-    scores = [np.asarray(s) for s in scores]
     if not scores:
         raise ValueError("No scores to select from. Received: scores=[]")
-    for i, s in enumerate(scores):
+    sources = [s if callable(s) else (lambda s=np.asarray(s): s) for s in scores]
+    shapes, width = [], 32
+    for i, source in enumerate(sources):
+        s = np.asarray(source())
+        if not np.issubdtype(s.dtype, np.number) or np.issubdtype(s.dtype, np.complexfloating):
+            raise TypeError(f"Score array {i} is not real numbers. Received: dtype {s.dtype}")
         if not np.isfinite(s).all():
             raise ValueError(
                 f"Score array {i} (shape {s.shape}) has NaN or infinite entries; "
                 "the saliency pass diverged."
             )
-    total = sum(s.size for s in scores)
+        shapes.append(s.shape)
+        if s.dtype.itemsize > 4 or np.issubdtype(s.dtype, np.integer):
+            width = 64  # float64 (or integer) scores are compared as float64
+        del s
+    total = sum(int(np.prod(shape)) for shape in shapes)
     k = kept_count(kappa, total)
     rng = np.random.default_rng(seed)
     if scope == "global":
-        return _top_k(scores, k, rng)
-    counts = _apportion(k, [s.size for s in scores])
-    return [_top_k([s], c, rng)[0] if c else np.zeros(s.shape, bool)
-            for s, c in zip(scores, counts)]
+        return _top_k(sources, shapes, k, width, rng)
+    counts = _apportion(k, [int(np.prod(shape)) for shape in shapes])
+    return [_top_k([source], [shape], c, width, rng)[0] if c else np.zeros(shape, bool)
+            for source, shape, c in zip(sources, shapes, counts)]

@@ -1,5 +1,10 @@
+import tracemalloc
+
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from sniptf import selection
 
@@ -80,3 +85,70 @@ def test_bad_scores_and_scope():
         selection.select([np.ones(3)], 2, scope="per_layer")
     with pytest.raises(ValueError, match="scores=\\[\\]"):
         selection.select([], 2)
+
+
+def _reference_top_k(scores, k, seed):
+    """The partition-based selection this module used before the radix select."""
+    rng = np.random.default_rng(seed)
+    n = sum(s.size for s in scores)
+    if k >= n:
+        return [np.ones(s.shape, bool) for s in scores]
+    flat = np.concatenate([np.ravel(s) for s in scores])
+    flat.partition(n - k)
+    threshold = flat[n - k]
+    need = k - int(np.count_nonzero(flat[n - k + 1:] > threshold))
+    masks = [s > threshold for s in scores]
+    ties = [np.flatnonzero(np.ravel(s) == threshold) for s in scores]
+    total = sum(t.size for t in ties)
+    if need >= total:
+        chosen = np.arange(total)
+    elif need <= total - need:
+        chosen = np.sort(rng.choice(total, size=need, replace=False))
+    else:
+        keep = np.ones(total, bool)
+        keep[rng.choice(total, size=total - need, replace=False)] = False
+        chosen = np.flatnonzero(keep)
+    start = 0
+    for mask, tie in zip(masks, ties):
+        lo, hi = np.searchsorted(chosen, [start, start + tie.size])
+        mask.reshape(-1)[tie[chosen[lo:hi] - start]] = True
+        start += tie.size
+    return masks
+
+
+@settings(deadline=None)
+@given(data=st.data())
+def test_radix_select_equals_partition_select(data):
+    """Any float32/float64 scores (negative, -0.0, ties, tiny and huge values),
+    arrays or callables: the same masks as a full partition of a concatenated copy."""
+    value = st.one_of(st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5]),
+                      st.floats(allow_nan=False, allow_infinity=False, width=32))
+    dtypes = data.draw(st.lists(st.sampled_from([np.float32, np.float64]), min_size=1, max_size=4))
+    scores = [np.array(data.draw(st.lists(value, min_size=1, max_size=40)), dtype)
+              for dtype in dtypes]
+    n = sum(s.size for s in scores)
+    k = data.draw(st.integers(1, n))
+    seed = data.draw(st.integers(0, 3))
+    lazy = data.draw(st.booleans())
+    given_scores = [(lambda s=s: s) for s in scores] if lazy else scores
+    got = selection.select(given_scores, k, seed=seed)
+    for a, b in zip(got, _reference_top_k(scores, k, seed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_selection_holds_no_concatenated_copy():
+    """Scores given as callables are computed one at a time and never concatenated:
+    the peak memory of `select` is below the scores' total size (the partition-based
+    selection copied them all, then added the masks; issue 11)."""
+    size, count = 1 << 21, 5
+    sources = [lambda i=i: np.random.default_rng(i).random(size, dtype=np.float32)
+               for i in range(count)]
+    tracemalloc.start()
+    try:
+        masks = selection.select(sources, 0.1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sum(int(m.sum()) for m in masks) == selection.kept_count(0.1, size * count)
+    scores_bytes = 4 * size * count
+    assert peak < 0.75 * scores_bytes, (peak, scores_bytes)
