@@ -15,14 +15,14 @@ Prints, for each measurement, both timings and their ratio:
 3. mask selection for 100M prunable weights (25 Dense 2000x2000): wall time
    and peak extra memory, against the time of np.partition alone;
 4. the whole `prune(criterion="magnitude")` on that 100M-weight MLP, in a
-   fresh process: wall time per stage (wrap, scores, selection, masks) against
-   np.partition over the same 100M scores, and the peak resident memory it
-   adds over the model (ru_maxrss), against the model's weights.
+   fresh process: its wall time and the peak resident memory it adds over the
+   model (VmHWM), against np.partition over the same 100M scores and the
+   model's weights; then the same steps timed one by one (wrap, scores,
+   selection, masks).
 """
 
 import gc
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -175,7 +175,7 @@ def bench_selection(repeats):
     mask_bytes = sum(m.nbytes for m in masks)
     start = time.perf_counter()
     for e, m in zip(entries, masks):
-        e.mask.assign(m.astype(np.float32))
+        e.mask.assign(m.astype(bool))
     t_assign = time.perf_counter() - start
     kept = sum(int(m.sum()) for m in masks)
     print(f"selection 100M: select {t_select:.2f} s + assign {t_assign:.2f} s = {t_select + t_assign:.2f} s "
@@ -190,53 +190,63 @@ def _resident_mib():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _reset_peak():
+    """Starts the peak (VmHWM) afresh: ru_maxrss would carry the peak of the parent
+    this process was forked from (Linux keeps it across exec)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def _peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024  # KiB
 
 
 def prune_100m_child():
-    """Runs in a fresh process (so ru_maxrss is this measurement's own peak)."""
+    """Runs in a fresh process, so that nothing else is in its peak."""
     from sniptf import scoring, selection, transform
     model = keras.Sequential([keras.Input((2000,))] +
                              [keras.layers.Dense(2000, use_bias=False) for _ in range(25)])
     weights_mib = sum(int(np.prod(v.shape)) * 4 for v in model.weights) / 2**20
     gc.collect()
-    base = _resident_mib()  # the peak is measured before anything else grows it
-    stages = {}
+    _reset_peak()
+    base = _resident_mib()  # the peak is measured first, before anything else grows it
+    start = time.perf_counter()
+    pruned = sniptf.prune(model, None, kappa=0.05, criterion="magnitude")
+    t_prune = time.perf_counter() - start
+    peak = _peak_mib() - base
+    held = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in pruned.weights) / 2**20
+    del pruned
+    gc.collect()
+    stages = {}  # the same steps as prune, timed one by one
     start = time.perf_counter()
     wrapped = transform.wrap(model)
     stages["wrap (clone + masks)"] = time.perf_counter() - start
     entries = transform.masked_entries(wrapped)
     t = time.perf_counter()
-    scores = scoring.saliency(wrapped, None, criterion="magnitude")
-    stages["scores"] = time.perf_counter() - t
+    sources = scoring.score_sources(wrapped, None, criterion="magnitude")
+    stages["scores (one pass)"] = time.perf_counter() - t
     t = time.perf_counter()
-    masks = selection.select([scores[e.key] for e in entries], 0.05)
-    stages["selection"] = time.perf_counter() - t
-    del scores
+    masks = selection.select([sources[e.key] for e in entries], 0.05)
+    stages["selection (radix passes)"] = time.perf_counter() - t
     t = time.perf_counter()
     transform.apply_masks(entries, masks)
     stages["mask assignment"] = time.perf_counter() - t
     total = time.perf_counter() - start
-    peak = _peak_mib() - base
-    del wrapped, masks, entries
+    del wrapped, masks, entries, sources
     gc.collect()
     flat = np.concatenate([np.abs(v.numpy()).ravel() for v in model.weights])
     start = time.perf_counter()
     flat.partition(flat.size - flat.size // 20)
     t_part = time.perf_counter() - start
     del flat
-    gc.collect()
-    start = time.perf_counter()
-    sniptf.prune(model, None, kappa=0.05, criterion="magnitude")
-    t_prune = time.perf_counter() - start
-    print(f"prune 100M: np.partition alone {t_part:.2f} s; stages " +
+    print(f"prune 100M: np.partition alone {t_part:.2f} s; "
+          f"sniptf.prune(criterion='magnitude') {t_prune:.2f} s ({t_prune / t_part:.1f}x); stages " +
           ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()) +
-          f" = {total:.2f} s ({total / t_part:.1f}x the partition); "
-          f"sniptf.prune(criterion='magnitude') {t_prune:.2f} s ({t_prune / t_part:.1f}x)")
-    print(f"prune 100M: peak extra resident memory {peak:.0f} MiB = {peak / weights_mib:.2f}x "
-          f"the model's weights ({weights_mib:.0f} MiB); the pruned model itself holds "
-          f"{2 * weights_mib:.0f} MiB (weights + float32 masks)")
+          f" = {total:.2f} s ({total / t_part:.1f}x the partition)")
+    print(f"prune 100M: peak extra resident memory of sniptf.prune {peak:.0f} MiB = "
+          f"{peak / weights_mib:.2f}x the model's weights ({weights_mib:.0f} MiB); the pruned "
+          f"model itself holds {held:.0f} MiB (weights + bool masks)")
 
 
 def bench_prune(repeats):

@@ -1,5 +1,7 @@
 """`MaskedLayer`: a Keras 3 wrapper whose inner layer computes with W ⊙ C."""
 
+import contextlib
+import contextvars
 import inspect
 
 import keras
@@ -16,6 +18,28 @@ def _mask_name(path):
     return path.replace(".", "_") + "_mask"
 
 
+# One byte per weight (bool: collectives, e.g. MultiWorkerMirrored's initial
+# broadcast, take no uint8): a float32 mask would double a model's memory (issue 11).
+# Files written with float32 masks load as before (Keras casts on assignment).
+MASK_DTYPE = "bool"
+
+# mask variable id -> a float tensor the next calls read instead of the mask:
+# scoring differentiates with respect to these (a bool variable has no gradient)
+_STAND_INS = contextvars.ContextVar("sniptf_mask_stand_ins", default=None)
+
+
+@contextlib.contextmanager
+def masks_read_as(pairs):
+    """Inside, every `MaskedLayer` reads each mask variable of `pairs` (`(mask
+    variable, float tensor)`) as its tensor: `tf.GradientTape` then gives ∂L/∂c.
+    Set per thread (as `strategy.run` calls a replica's function)."""
+    token = _STAND_INS.set({id(m): t for m, t in pairs})
+    try:
+        yield
+    finally:
+        _STAND_INS.reset(token)
+
+
 @keras.saving.register_keras_serializable(package="sniptf")
 class MaskedLayer(keras.layers.Wrapper):
     """Wraps a layer so that its prunable weights are multiplied by fixed masks.
@@ -23,7 +47,8 @@ class MaskedLayer(keras.layers.Wrapper):
     Each prunable weight `W` of the inner layer (found through
     `sniptf.register_prunable`; RNNs through their cell: `kernel` and
     `recurrent_kernel`) gets a non-trainable mask variable `C` of the same
-    shape, created in `build` and initialized to ones. The inner layer is
+    shape (`bool`: one byte per weight), created in `build` and initialized
+    to ones. The inner layer is
     called with every such `W` read as `W ⊙ C` (a `keras.StatelessScope`
     substitutes the product), so a pruned entry contributes nothing to the
     output and receives a zero gradient.
@@ -131,7 +156,7 @@ class MaskedLayer(keras.layers.Wrapper):
                 name=_mask_name(path),
                 shape=weight.shape,
                 initializer="ones",
-                dtype=weight.dtype,
+                dtype=MASK_DTYPE,
                 trainable=False,
                 autocast=False,
             )
@@ -158,9 +183,11 @@ class MaskedLayer(keras.layers.Wrapper):
         kwargs = self._inner_kwargs(training, mask, kwargs)
         outer = _keras_compat.get_stateless_scope()
         mapping = []
+        stand_ins = _STAND_INS.get() or {}
         for weight, m in self._pairs:
             value = weight.value
-            mapping.append((weight, value * ops.cast(m.value, value.dtype)))
+            c = stand_ins.get(id(m))
+            mapping.append((weight, value * ops.cast(m.value if c is None else c, value.dtype)))
         scope = keras.StatelessScope(
             state_mapping=mapping,
             collect_losses=bool(outer and outer.collect_losses),

@@ -88,12 +88,14 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
             "sniptf.register_prunable.")
     for e in entries:  # score at c = 1, also when re-pruning a pruned model
         e.mask.assign(np.ones(e.mask.shape, e.mask.dtype))
-    scores = saliency_lib.saliency(
+    # scores computed on demand, one weight at a time (never all held: 100M-weight models)
+    scores = saliency_lib.score_sources(
         pruned, dataset, criterion=criterion, num_batches=num_batches, loss=loss,
         batch_size=batch_size, seed=seed, bn_training=bn_training)
     keys = [e.key for e in entries]
     masks = dict(zip(keys, selection.select([scores[k] for k in keys], kappa, scope=scope,
                                             seed=seed)))
+    del scores
     if reinitialize:
         transform.redraw(entries, seed)
     transform.apply_masks(entries, masks)

@@ -7,6 +7,7 @@ for criteria registered with `needs_gradient=False`.
 """
 
 import dataclasses
+import functools
 import warnings
 import weakref
 
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from sniptf import _keras_compat
 from sniptf import data_utils
+from sniptf import masked_layer
 from sniptf import transform
 
 
@@ -176,13 +178,16 @@ def summed_loss(loss_fn, y, pred, sample_weight=None):
 
 
 def _gradient_pass(model, masks, loss_fn, training):
-    """A compiled step: ∂(mean loss)/∂c over the global batch, reduced over replicas."""
+    """A compiled step: ∂(mean loss)/∂c over the global batch, reduced over replicas
+    (`masks`: the mask variables, read as float32 stand-ins to differentiate)."""
     strategy = tf.distribute.get_strategy()
 
     def replica_step(x, y, sample_weight):
         with tf.GradientTape() as tape:
-            tape.watch(masks)
-            pred = model(x, training=training)
+            stand_ins = [tf.cast(m.value, tf.float32) for m in masks]
+            tape.watch(stand_ins)
+            with masked_layer.masks_read_as(zip(masks, stand_ins)):
+                pred = model(x, training=training)
             if loss_fn is COMPILED:
                 # compute_loss is a mean over this replica's examples: times their
                 # count, summed over replicas, over the global count = the global mean
@@ -192,7 +197,7 @@ def _gradient_pass(model, masks, loss_fn, training):
                 total = tf.cond(count > 0, lambda: mean * count, lambda: tf.zeros(()))
             else:
                 total, count = summed_loss(loss_fn, y, pred, sample_weight)
-        grads = tape.gradient(total, masks, unconnected_gradients="zero")
+        grads = tape.gradient(total, stand_ins, unconnected_gradients="zero")
         return grads, total, count
 
     @tf.function(reduce_retracing=True)
@@ -239,7 +244,7 @@ def _gradient_pass(model, masks, loss_fn, training):
                            lambda: (seen, finite, tf.constant(False), sums))
 
         start = (tf.constant(0, tf.int64), tf.constant(True), tf.constant(True),
-                 tuple(tf.zeros_like(m) for m in masks))
+                 tuple(tf.zeros(m.shape, tf.float32) for m in masks))
         seen, finite, _, sums = tf.while_loop(
             lambda seen, finite, more, sums: tf.logical_and(more, seen < num_batches),
             body, start)
@@ -285,6 +290,26 @@ def saliency(model, dataset, *, criterion="snip", num_batches=1, loss=None,
         ValueError: no `MaskedLayer`, an unknown criterion, bad data, or a
             non-finite loss (the message names the batch).
     """
+    return {e.key: scores for e, _, scores in _in_turn(
+        model, dataset, criterion, num_batches, loss, batch_size, seed, bn_training)}
+
+
+def score_sources(model, dataset, *, criterion="snip", num_batches=1, loss=None,
+                  batch_size=None, seed=0, bn_training=False):
+    """What `saliency` returns, as zero-argument callables that compute each
+    array when called: for selection at scale (`sniptf.select` takes them), so
+    that the scores are never all held at once. Each callable returns exactly
+    `saliency(...)[key]` (the criterion's generator restarts from the state it
+    had at that weight); the gradients of a data pass are held, as `saliency`
+    holds them. Arguments as `saliency`."""
+    # one pass, to know each weight's generator state (its scores are dropped)
+    return {e.key: remake for e, remake, _ in _in_turn(
+        model, dataset, criterion, num_batches, loss, batch_size, seed, bn_training)}
+
+
+def _in_turn(model, dataset, criterion, num_batches, loss, batch_size, seed, bn_training):
+    """Yields `(entry, remake, scores)` for every masked weight in model order:
+    `remake()` computes the same scores again."""
     criterion = get_criterion(criterion)
     entries = transform.masked_entries(model)
     if not entries:
@@ -297,12 +322,19 @@ def saliency(model, dataset, *, criterion="snip", num_batches=1, loss=None,
     if criterion.needs_gradient:
         grads = _accumulated_gradients(model, entries, dataset, num_batches,
                                        loss, batch_size, bn_training)
-    scores = {}
+
+    def score(weight, gradient, rng):
+        scores = criterion.fn(weight.numpy(), gradient, rng)
+        return np.asarray(scores, dtype=np.float32).reshape(weight.shape)
+
+    def remake(weight, gradient, state):
+        again = np.random.Generator(np.random.PCG64())
+        again.bit_generator.state = state
+        return score(weight, gradient, again)
+
     for i, e in enumerate(entries):
         g = None if grads is None else grads[i]
-        s = criterion.fn(e.weight.numpy(), g, rng)
-        scores[e.key] = np.asarray(s, dtype=np.float32).reshape(e.weight.shape)
-    return scores
+        yield e, functools.partial(remake, e.weight, g, rng.bit_generator.state), score(e.weight, g, rng)
 
 
 def _cause(error):
@@ -318,7 +350,7 @@ def _accumulated_gradients(model, entries, dataset, num_batches, loss,
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(
             f"Expected `num_batches` to be an int >= 1. Received: num_batches={num_batches!r}")
-    masks = [e.mask.value for e in entries]
+    masks = [e.mask for e in entries]
     state = [(v, v.numpy()) for v in model.non_trainable_variables] if bn_training else []
     try:
         compiled = id(getattr(model, "loss", None)) if getattr(model, "compiled", False) else None

@@ -72,7 +72,7 @@ def main():
     # the global batch is split over replicas, not duplicated: examples counted once
     entries = sniptf.transform.masked_entries(pruned)
     with strategy.scope():
-        run = sniptf.scoring._gradient_pass(pruned, [e.mask.value for e in entries],
+        run = sniptf.scoring._gradient_pass(pruned, [e.mask for e in entries],
                                             sniptf.scoring.resolve_loss(pruned), False)
         _, _, count = run((tf.constant(batch[0]), tf.constant(batch[1]), None))
     zero = None

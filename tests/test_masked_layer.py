@@ -245,7 +245,7 @@ def test_mixed_precision_policy():
         pruned = sniptf.prune(model, (x, y), kappa=0.25)
         assert pruned(x).dtype == "float16"
         for e in sniptf.transform.masked_entries(pruned):
-            assert e.mask.dtype == "float32" and e.weight.dtype == "float32"
+            assert e.mask.dtype == "bool" and e.weight.dtype == "float32"
         pruned.compile(keras.optimizers.SGD(0.1, momentum=0.9),
                        keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         pruned.fit(x, y, epochs=2, verbose=0)

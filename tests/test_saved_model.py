@@ -88,3 +88,20 @@ def test_export_of_a_sequential_never_called(tmp_path):
     x = np.ones((2, 6), np.float32)
     loaded = tf.saved_model.load(path)
     np.testing.assert_allclose(loaded.serve(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+def test_keras_file_with_float32_masks_loads_as_bool(tmp_path, monkeypatch):
+    """Files written before masks were bool (issue 11) hold float32 masks."""
+    from sniptf import masked_layer
+    x, y = np.ones((4, 6), np.float32), np.array([0, 1, 0, 1])
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5), keras.layers.Dense(2)])
+    monkeypatch.setattr(masked_layer, "MASK_DTYPE", "float32")
+    old = sniptf.prune(model, (x, y), kappa=0.3)
+    old.save(tmp_path / "old.keras")
+    monkeypatch.undo()
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    for a, b in zip(sniptf.transform.masked_entries(old), sniptf.transform.masked_entries(loaded)):
+        assert a.mask.dtype == "float32" and b.mask.dtype == "bool"
+        np.testing.assert_array_equal(a.mask.numpy(), b.mask.numpy())
+    np.testing.assert_allclose(loaded(x).numpy(), old(x).numpy(), atol=1e-6)
