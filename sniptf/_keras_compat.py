@@ -213,3 +213,8 @@ def unscaled_compute_loss(model, x, y, y_pred, sample_weight, training):
     if _LOSSES_SCALED_BY_REPLICAS and replicas > 1 and tf.distribute.in_cross_replica_context() is False:
         value = value * tf.cast(replicas, value.dtype)
     return value
+
+
+def set_initial_epoch(model, epoch):
+    """Makes the next `fit` start at `epoch` (what Keras's `BackupAndRestore` sets)."""
+    model._initial_epoch = epoch

@@ -4,13 +4,20 @@
 `BackupAndRestore` handles preemption; these add what Keras lacks.
 """
 
+import hashlib
 import json
+import math
 import os
+import shutil
 import time
+import weakref
 
 import keras
+import numpy as np
+import tensorflow as tf
 from absl import logging
 
+from sniptf import _keras_compat
 from sniptf.report import sparsity
 
 
@@ -59,7 +66,7 @@ class BestModel(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None:
+        if value is None or _diverged(self.model):
             return
         best = self.best()
         if best is not None and self.sign * value <= self.sign * best["value"]:
@@ -113,3 +120,186 @@ class Progress(keras.callbacks.Callback):
         logging.info("step %d/%d (%.0f%%) loss %.4f val_accuracy %.4f elapsed %.0fs eta %.0fs",
                      step, self.train_steps, 100.0 * step / self.train_steps, logs.get("loss", float("nan")),
                      logs.get("val_accuracy", float("nan")), elapsed, eta)
+
+
+_DIVERGED = weakref.WeakKeyDictionary()  # model -> the Divergence report that stopped it
+
+
+def _diverged(model):
+    """Whether a `Divergence` callback has stopped this model's training."""
+    return model in _DIVERGED
+
+
+class Divergence(keras.callbacks.Callback):
+    """Stops training at the first step after which the loss or a weight is NaN or
+    infinite, and says where.
+
+    In place of `keras.callbacks.TerminateOnNaN`, which watches the loss only:
+    a NaN gradient can turn a layer's weights to NaN while the loss stays
+    finite (a ReLU maps NaN to 0, and the network goes on from its biases), so
+    the trainable weights are checked too, in one compiled reduction per step.
+    `report` holds the step, the loss, and the weights that are no longer
+    finite, in model order (a weight goes non-finite when its gradient did, so
+    the first of them belongs to the first layer whose gradients overflowed;
+    none means the loss itself overflowed). Once it has fired, `Backup` and
+    `BestModel` write nothing more, so the last good backup and the best
+    model are kept.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.report = None
+        self._finite = None
+
+    def on_train_begin(self, logs=None):
+        _DIVERGED.pop(self.model, None)
+        watched = [v for v in self.model.trainable_weights if "float" in str(v.dtype)]
+        self._finite = tf.function(lambda: tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(v.value)) for v in watched]))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.report is not None:
+            return
+        loss = (logs or {}).get("loss")
+        loss = float("nan") if loss is None else float(loss)
+        if math.isfinite(loss) and bool(self._finite()):
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        bad = [v.path for v in self.model.weights if not np.isfinite(v.numpy()).all()]
+        self.report = {"step": step, "loss": loss, "nonfinite_weights": bad}
+        _DIVERGED[self.model] = self.report
+        self.model.stop_training = True
+        where = (f"the first weight that is no longer finite is {bad[0]} ({len(bad)} in all)" if bad
+                 else "every weight is still finite: the loss itself overflowed (check the inputs, "
+                      "the learning rate, the loss scale)")
+        logging.error("sniptf: at step %d the loss is %s; training stopped (diverged): %s. "
+                      "The last good backup and the best model are kept.", step, loss, where)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backups can be trusted.
+
+    Keras's callback writes its backup in place and loads whatever it finds:
+    a kill during the write (or a full disk) leaves a truncated file, and the
+    resumed run then crashes with an h5py trace or trains on a half-loaded
+    model. Here each backup is a generation directory `epoch-<n>/` (weights
+    and a metadata file holding the weights' SHA-256), written under a
+    temporary name and renamed into place; the previous generation is kept.
+    On restore the newest generation whose checksum matches is loaded; a bad
+    one is named in a warning and moved to `<backup_dir>.corrupt/`, and if none is good
+    training starts clean, with a warning. A load that fails midway puts
+    every variable back as it was. Nothing is written once a `Divergence`
+    callback has fired, and a diverged run keeps its backup.
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir)
+        self.restored_epoch = 0
+
+    # --- where generations live ---
+    def _generations(self):
+        """`(epoch, directory)` of the backups, newest first."""
+        found = []
+        for name in os.listdir(self.backup_dir) if os.path.isdir(self.backup_dir) else []:
+            if name.startswith("epoch-") and name[len("epoch-"):].isdigit():
+                found.append((int(name[len("epoch-"):]), os.path.join(self.backup_dir, name)))
+        return sorted(found, reverse=True)
+
+    @staticmethod
+    def _checked(directory):
+        """The metadata of a generation whose weights match their checksum."""
+        weights = os.path.join(directory, "backup.weights.h5")
+        try:
+            with open(os.path.join(directory, "metadata.json")) as f:
+                meta = json.load(f)
+            good = _sha256(weights) == meta["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"backup {directory!r} is unreadable ({type(e).__name__}: {e})") from None
+        if not good:
+            raise ValueError(f"backup {directory!r} does not match its checksum (truncated or corrupt)")
+        return meta
+
+    @classmethod
+    def newest_good_epoch(cls, backup_dir):
+        """The epoch the newest good backup in `backup_dir` resumes from, or 0 (reads only)."""
+        for epoch, directory in cls(backup_dir)._generations():
+            try:
+                cls._checked(directory)
+                return epoch
+            except ValueError:
+                continue
+        return 0
+
+    # --- Keras's hooks ---
+    def on_train_begin(self, logs=None):
+        problems = []
+        for epoch, directory in self._generations():
+            try:
+                self._checked(directory)
+                self._load(os.path.join(directory, "backup.weights.h5"))
+            except ValueError as e:
+                problems.append(str(e))
+                self._set_aside(directory)
+                continue
+            self.restored_epoch = epoch
+            _keras_compat.set_initial_epoch(self.model, epoch)
+            break
+        for problem in problems:
+            logging.warning("sniptf: %s; moved to %s", problem, self._corrupt_dir())
+        if problems:
+            logging.warning("sniptf: %s", f"resuming from the backup of epoch {self.restored_epoch}"
+                            if self.restored_epoch else "no good backup left: training starts clean")
+
+    def _load(self, weights):
+        model = self.model
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        variables = list(model.variables) + list(getattr(model.optimizer, "variables", []))
+        before = [v.numpy() for v in variables]
+        try:
+            model.load_weights(weights)
+        except Exception as e:  # noqa: BLE001 - any failure: put everything back
+            for v, value in zip(variables, before):
+                v.assign(value)
+            raise ValueError(f"backup {weights!r} could not be loaded ({type(e).__name__}: {e})") from e
+
+    def _corrupt_dir(self):
+        # beside the backup directory, which a finished fit deletes
+        return os.path.normpath(self.backup_dir) + ".corrupt"
+
+    def _set_aside(self, directory):
+        corrupt = self._corrupt_dir()
+        os.makedirs(corrupt, exist_ok=True)
+        os.replace(directory, os.path.join(corrupt, f"{os.path.basename(directory)}-{time.time_ns()}"))
+
+    def _save_model(self):
+        if _diverged(self.model):
+            return
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp = os.path.join(self.backup_dir, f".writing-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        weights = os.path.join(tmp, "backup.weights.h5")
+        self.model.save_weights(weights, overwrite=True)
+        meta = {"epoch": self._current_epoch, "sha256": _sha256(weights)}
+        with open(os.path.join(tmp, "metadata.json"), "w") as f:
+            json.dump(meta, f)
+            f.flush()
+            os.fsync(f.fileno())
+        final = os.path.join(self.backup_dir, f"epoch-{self._current_epoch}")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for _, older in self._generations()[2:]:  # keep this one and the previous
+            shutil.rmtree(older, ignore_errors=True)
+
+    def on_train_end(self, logs=None):
+        if not _diverged(self.model):
+            super().on_train_end(logs)

@@ -22,6 +22,7 @@ from sniptf import data as data_lib
 from sniptf import distribute
 from sniptf import initializers
 from sniptf import models as models_lib
+from sniptf import run_dir
 from sniptf import scoring
 from sniptf import selection
 from sniptf.pruning import prune
@@ -111,6 +112,7 @@ class TrainConfig:
     tpu: str = ""
     num_cpu_devices: int = 0
     output_dir: str = "out/train"
+    overwrite: bool = False  # train again over a finished run in output_dir
 
 
 
@@ -159,7 +161,7 @@ def prepare(config):
         initializers.get(config.kernel_initializer)
     distribute.check_strategy(config.strategy, tpu=config.tpu,
                               num_cpu_devices=config.num_cpu_devices or None)
-    check_output_dir(config.output_dir)
+    check_output_dir(config.output_dir, overwrite=config.overwrite)
     # epochs of eval_every steps; the last one is shorter when eval_every
     # does not divide train_steps (callbacks.StopAtStep ends it)
     steps_per_epoch = min(config.eval_every, config.train_steps)
@@ -174,20 +176,18 @@ def as_flags(message):
     return re.sub(r"(?<![\w-])(" + "|".join(_FIELDS) + r")=", r"--\1=", message)
 
 
-def check_output_dir(path):
-    """Raises ValueError if `path` cannot be created or written; creates nothing.
+def check_output_dir(path, *, overwrite=False):
+    """`run_dir.check`: a writable output directory that holds no finished run
+    unless `overwrite`; creates nothing."""
+    run_dir.check(path, overwrite=overwrite)
 
-    Checks the nearest existing ancestor, so no probe file is written (two
-    workers checking the same directory at once do not race).
-    """
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ValueError(f"Expected output_dir to be a path. Received: output_dir={path!r}")
-    current = os.path.abspath(os.fspath(path))
-    while not os.path.exists(current):
-        current = os.path.dirname(current)
-    if not os.path.isdir(current) or not os.access(current, os.W_OK | os.X_OK):
-        why = "is not a directory" if not os.path.isdir(current) else "is not writable"
-        raise ValueError(f"output_dir is not writable: {current!r} {why}. Received: output_dir={path!r}")
+
+def worker_dir(output_dir, strategy):
+    """Where this process writes: `output_dir` for the chief, else
+    `output_dir/.workers/<task id>` (multi-worker)."""
+    if distribute.is_chief(strategy):
+        return output_dir
+    return os.path.join(output_dir, ".workers", str(strategy.cluster_resolver.task_id))
 
 
 def _initializer_kwargs(config):
@@ -203,9 +203,15 @@ def run(config, strategy=None):
         strategy: defaults to `distribute.make_strategy(config.strategy, ...)`.
 
     Writes into `config.output_dir`: `metrics.json`, `logs/` (TensorBoard),
-    `backup/` (while training; a rerun of the same command resumes from it),
-    `checkpoints/best.keras` (best validation accuracy) and `saved_model/`
-    (stripped). On multi-worker runs only the chief writes there.
+    `backup/` (while training; a rerun of the same command resumes from its
+    last good backup), `checkpoints/best.keras` (best validation accuracy) and
+    `saved_model/` (stripped). On multi-worker runs only the chief writes
+    there. Holds `<output_dir>/.lock` while it runs (`run_dir.locked`): a
+    second run on the same directory raises `run_dir.OutputDirInUse`. A
+    finished run's directory is refused by `prepare` unless
+    `config.overwrite`, which clears it first. If the loss turns NaN/Inf the
+    run stops: `metrics["divergence"]` names the step and the weights that
+    went non-finite, and the last good backup and best model are kept.
     """
     plan = config if isinstance(config, Plan) else prepare(config)
     config = plan.config
@@ -215,10 +221,16 @@ def run(config, strategy=None):
                                             num_cpu_devices=config.num_cpu_devices or None)
     # before any data: tf.data's seeded shuffles also depend on the global seed
     keras.utils.set_random_seed(config.seed)
+    out = worker_dir(config.output_dir, strategy)
+    with run_dir.locked(out):
+        return _run_locked(plan, strategy, out, wall_start)
+
+
+def _run_locked(plan, strategy, out, wall_start):
+    config = plan.config
     chief = distribute.is_chief(strategy)
-    out = config.output_dir if chief else os.path.join(config.output_dir, ".workers",
-                                                       str(strategy.cluster_resolver.task_id))
-    os.makedirs(out, exist_ok=True)
+    if config.overwrite:
+        run_dir.clear(out)  # under the lock: start over, nothing of the old run left
     splits = data_lib.load_splits(config.dataset, config.batch_size, seed=config.seed,
                                   repeat_train=True, standardize=config.standardize)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -238,14 +250,15 @@ def run(config, strategy=None):
                                      weight_decay=config.weight_decay),
                       loss, metrics=["accuracy"])
     digest_at_prune = mask_digest(model)
-    backup_dir = os.path.join(out, "backup")
-    resumed_epoch = _backup_epoch(backup_dir)
+    backup = callbacks_lib.Backup(os.path.join(out, "backup"))
+    resumed_epoch = callbacks_lib.Backup.newest_good_epoch(backup.backup_dir)
     checkpoints = os.path.join(out, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
     best_model = callbacks_lib.BestModel(os.path.join(checkpoints, "best.keras"))
+    divergence = callbacks_lib.Divergence()
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir),
-        keras.callbacks.TerminateOnNaN(),
+        divergence,  # first: once it fires, the backup and best model are left as they are
+        backup,
         callbacks_lib.StopAtStep(config.train_steps),
         callbacks_lib.SparsityLog(),
         best_model,
@@ -260,14 +273,17 @@ def run(config, strategy=None):
         model.fit(splits.train, validation_data=splits.validation, epochs=plan.epochs,
                   steps_per_epoch=plan.steps_per_epoch, shuffle=False, callbacks=callbacks, verbose=0)
     steps = int(model.optimizer.iterations.numpy())
-    diverged = steps < config.train_steps
-    if diverged:
-        logging.warning("the loss became NaN at step %d; training stopped (diverged)", steps)
+    resumed_epoch = backup.restored_epoch
+    diverged = divergence.report is not None
+    # a diverged run with no best model yet has nothing worth testing or serving
+    servable = os.path.exists(best_model.path) or not diverged
     with strategy.scope():
         best = keras.models.load_model(best_model.path) if os.path.exists(best_model.path) else model
         best.compile(loss=loss, metrics=["accuracy"])
-        with _keras_compat.multi_worker_fit(best, strategy, splits.score_batch):
-            _, test_accuracy = best.evaluate(splits.test, verbose=0)
+        test_accuracy = float("nan")
+        if servable:
+            with _keras_compat.multi_worker_fit(best, strategy, splits.score_batch):
+                _, test_accuracy = best.evaluate(splits.test, verbose=0)
     best_info = best_model.best() or {"value": float("nan"), "step": 0}  # diverged before validating
     report = sparsity(best) if config.criterion != NO_PRUNING else None
     metrics = {
@@ -284,6 +300,8 @@ def run(config, strategy=None):
         "test_error": 1.0 - float(test_accuracy),
         "steps": steps,
         "diverged": diverged,
+        # the step whose loss was not finite, and the weights that were not (model order)
+        "divergence": divergence.report,
         "wall_time_seconds": time.perf_counter() - wall_start,
         "resumed_after_epoch": resumed_epoch,
         "strategy": config.strategy,
@@ -292,19 +310,12 @@ def run(config, strategy=None):
         "mask_digest_final": mask_digest(model),
     }
     if chief:
-        export(best, os.path.join(out, "saved_model"), overwrite=True)
-        with open(os.path.join(out, "metrics.json.tmp"), "w") as f:
-            json.dump(metrics, f, indent=2)
-        os.replace(os.path.join(out, "metrics.json.tmp"), os.path.join(out, "metrics.json"))
+        if servable:
+            export(best, os.path.join(out, "saved_model"), overwrite=True)
+        run_dir.write_text(os.path.join(out, run_dir.FINISHED), json.dumps(metrics, indent=2))
     logging.info("done: test error %.4f, validation error %.4f, sparsity %.4f, %d steps",
                  metrics["test_error"], metrics["validation_error"], metrics["sparsity"], steps)
     return metrics
 
 
-def _backup_epoch(backup_dir):
-    """The epoch a BackupAndRestore backup in `backup_dir` resumes from, or 0."""
-    try:
-        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
-            return int(json.load(f).get("epoch", 0))
-    except (OSError, ValueError):
-        return 0
+

@@ -1,4 +1,5 @@
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -105,3 +106,13 @@ def test_keras_file_with_float32_masks_loads_as_bool(tmp_path, monkeypatch):
         assert a.mask.dtype == "float32" and b.mask.dtype == "bool"
         np.testing.assert_array_equal(a.mask.numpy(), b.mask.numpy())
     np.testing.assert_allclose(loaded(x).numpy(), old(x).numpy(), atol=1e-6)
+
+
+def test_pruned_keras_file_loads_in_safe_mode(pruned_and_data, tmp_path):
+    """No Lambda layer and no pickled Python: Keras's safe_mode (its default) loads it."""
+    pruned, x = pruned_and_data
+    pruned.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded(x).numpy(), pruned(x).numpy(), atol=1e-6)
+    config = zipfile.ZipFile(tmp_path / "m.keras").read("config.json").decode()
+    assert "Lambda" not in config and "__lambda__" not in config

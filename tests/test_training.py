@@ -213,9 +213,9 @@ def test_sigkill_mid_training_then_same_command_resumes(tmp_path):
            "--eval_every=100", "--batch_size=64", "--kappa=0.05", "--learning_rate=0.05",
            f"--output_dir={out}"]
     first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metadata = os.path.join(out, "backup", "training_metadata.json")
+    metadata = os.path.join(out, "backup", "epoch-*", "metadata.json")
     deadline = time.time() + 300
-    while not os.path.exists(metadata) and first.poll() is None and time.time() < deadline:
+    while not glob.glob(metadata) and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
     first.send_signal(signal.SIGKILL)
@@ -238,6 +238,44 @@ def test_divergence_stops_training_and_is_recorded(tmp_path):
     metrics = training.run(config)
     assert metrics["diverged"] is True and metrics["steps"] < 200
     assert json.load(open(tmp_path / "nan" / "metrics.json"))["diverged"] is True
+    assert metrics["divergence"]["step"] == metrics["steps"]
+
+
+def _poisoned_from(step, monkeypatch):
+    """Training batches from `step` on (1-based) are NaN: a fault mid-run."""
+    real = sniptf.data.load_splits
+
+    def load_splits(*args, **kwargs):
+        splits = real(*args, **kwargs)
+        poison = lambda i, batch: ((tf.where(i >= step - 1, np.float32("nan"), batch[0]),)
+                                   + tuple(batch[1:]))
+        return splits._replace(train=splits.train.enumerate().map(poison))
+
+    monkeypatch.setattr(training.data_lib, "load_splits", load_splits)
+
+
+def test_nan_mid_run_names_step_and_layer_and_keeps_last_good_backup(tmp_path, monkeypatch):
+    """Before: TerminateOnNaN stopped, but Keras then backed up the NaN weights over
+    the good ones and deleted the backup at the end; metrics named no step or layer."""
+    _poisoned_from(25, monkeypatch)
+    out = tmp_path / "nan"
+    metrics = training.run(training.TrainConfig(
+        criterion="magnitude", train_steps=60, eval_every=10, batch_size=32,
+        learning_rate=0.05, output_dir=str(out)))
+    assert metrics["diverged"] is True
+    report = json.load(open(out / "metrics.json"))["divergence"]
+    assert report["step"] == 25
+    layers = sniptf.models.get("lenet_300_100", (28, 28, 1), 10).layers
+    first = next(layer.name for layer in layers if layer.weights)  # fc1: NaN inputs, NaN gradient
+    assert report["nonfinite_weights"][0] == first + "/kernel", report
+    assert np.isfinite(report["loss"])  # the loss stayed finite: a ReLU maps NaN to 0
+    # the backups of epochs 1 and 2 (steps 10, 20) are kept, finite; nothing after
+    kept = sorted(os.listdir(out / "backup"))
+    assert kept == ["epoch-1", "epoch-2"], kept
+    best = keras.models.load_model(out / "checkpoints" / "best.keras")
+    assert all(np.isfinite(w).all() for w in best.get_weights())
+    assert json.load(open(out / "checkpoints" / "best.keras.json"))["step"] <= 20
+    assert np.isfinite(metrics["test_error"])
 
 
 def test_train_steps_need_not_divide_eval_every(tmp_path):

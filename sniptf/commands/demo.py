@@ -17,6 +17,7 @@ from absl import logging
 
 from sniptf import data
 from sniptf import models
+from sniptf import run_dir
 from sniptf import selection
 from sniptf import training
 from sniptf.saved_model import export
@@ -50,8 +51,7 @@ def main(argv):
     table = demo.format_table(rows)
     print(f"\n{FLAGS.model} on {FLAGS.dataset}, kappa={FLAGS.kappa}, {FLAGS.epochs} epochs, "
           f"seed {FLAGS.seed}\n{table}")
-    with open(os.path.join(FLAGS.output_dir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=2)
+    run_dir.write_text(os.path.join(FLAGS.output_dir, "results.json"), json.dumps(rows, indent=2))
     path = os.path.join(FLAGS.output_dir, "saved_model")
     export(pruned["snip"], path, overwrite=True)
     print(f"\nSNIP model exported to {path}")

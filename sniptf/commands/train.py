@@ -3,9 +3,11 @@
     sniptf-train --model=lenet5_caffe --dataset=fashion_mnist --kappa=0.02 \
         --train_steps=20000 --output_dir=out/lenet5_snip
 
-A run killed at any point resumes from its last epoch when started again with
-the same command. Writes flags.txt, metrics.json, logs/ (TensorBoard),
-checkpoints/best.keras and saved_model/ into --output_dir.
+A run killed at any point resumes from its last good backup when started again
+with the same command. Writes flags.txt, metrics.json, logs/ (TensorBoard),
+checkpoints/best.keras and saved_model/ into --output_dir, holding its .lock:
+a second run on the same directory stops with an error, and a finished run is
+not trained over unless --overwrite is given.
 """
 
 import dataclasses
@@ -18,6 +20,7 @@ from absl import logging
 from sniptf import data
 from sniptf import distribute
 from sniptf import models
+from sniptf import run_dir
 from sniptf import scoring
 from sniptf import training
 
@@ -48,6 +51,8 @@ flags.DEFINE_string("tpu", "", "With --strategy=tpu: TPU name, 'local' or grpc:/
 flags.DEFINE_integer("num_cpu_devices", 0, "With --strategy=mirrored: split the CPU into N logical devices.",
                      lower_bound=0)
 flags.DEFINE_string("output_dir", "out/train", "Output directory.")
+flags.DEFINE_bool("overwrite", False, "Train again from scratch over a finished run in --output_dir "
+                  "(without it, such a directory is refused).")
 
 
 def config_from_flags():
@@ -67,9 +72,14 @@ def main(argv):
                                             num_cpu_devices=FLAGS.num_cpu_devices or None)
     except (ValueError, TypeError, TimeoutError, RuntimeError) as e:
         raise app.UsageError(training.as_flags(str(e))) from e
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
-    training.run(plan, strategy)
+    out = training.worker_dir(FLAGS.output_dir, strategy)
+    try:
+        with run_dir.locked(out):  # before anything is written: a second run stops here
+            if out == FLAGS.output_dir:
+                run_dir.write_text(os.path.join(out, "flags.txt"), FLAGS.flags_into_string())
+            training.run(plan, strategy)
+    except run_dir.OutputDirInUse as e:
+        raise app.UsageError(training.as_flags(str(e))) from e
     logging.info("metrics written to %s", os.path.join(FLAGS.output_dir, "metrics.json"))
 
 

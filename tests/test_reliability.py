@@ -1,0 +1,158 @@
+"""Faults during long runs: corrupt backups, two runs on one directory, finished runs."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from sniptf import callbacks
+from sniptf import run_dir
+from sniptf import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _model(units=4, seed=0):
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(units), keras.layers.Dense(2)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+X = np.random.default_rng(0).random((16, 3), dtype=np.float32)
+Y = np.arange(16) % 2
+
+
+class _Kill(keras.callbacks.Callback):
+    """Stops `fit` with an exception when epoch `at` begins (as a kill would)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def _interrupted_run(backup_dir, epochs_done=2, units=4):
+    model = _model(units)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, Y, epochs=5, verbose=0,
+                  callbacks=[callbacks.Backup(backup_dir), _Kill(epochs_done)])
+    return model
+
+
+def _weights_of(path, units=4):
+    model = _model(units, seed=9)
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return model.get_weights()
+
+
+def test_truncated_backup_falls_back_to_the_previous_one(tmp_path, caplog):
+    backup = str(tmp_path / "backup")
+    _interrupted_run(backup)
+    assert sorted(os.listdir(backup)) == ["epoch-1", "epoch-2"]
+    previous = _weights_of(os.path.join(backup, "epoch-1", "backup.weights.h5"))
+    latest = os.path.join(backup, "epoch-2", "backup.weights.h5")
+    with open(latest, "r+b") as f:  # killed during the write
+        f.truncate(os.path.getsize(latest) // 2)
+    model = _model(seed=5)
+    restore = callbacks.Backup(backup)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: seen.append(model.get_weights()))
+    with caplog.at_level(logging.WARNING):
+        model.fit(X, Y, epochs=3, verbose=0, callbacks=[restore, probe])
+    assert restore.restored_epoch == 1
+    for a, b in zip(seen[0], previous):  # training started from epoch 1's weights exactly
+        np.testing.assert_array_equal(a, b)
+    assert "does not match its checksum" in caplog.text and "epoch-2" in caplog.text
+    assert os.listdir(backup + ".corrupt")  # set aside, not deleted
+    assert not os.path.exists(backup + "/epoch-1")  # a finished fit removes its backup
+
+
+def test_no_good_backup_starts_clean_and_a_failed_load_changes_nothing(tmp_path, caplog):
+    backup = str(tmp_path / "backup")
+    _interrupted_run(backup, units=4)
+    # the checksums match but the architecture does not: load_weights fails midway
+    model = _model(units=6, seed=5)
+    model.optimizer.build(model.trainable_variables)
+    before = [v.numpy() for v in model.variables + model.optimizer.variables]
+    restore = callbacks.Backup(backup)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: seen.append([v.numpy() for v in model.variables
+                                                 + model.optimizer.variables]))
+    with caplog.at_level(logging.WARNING):
+        model.fit(X, Y, epochs=1, verbose=0, callbacks=[restore, probe])
+    assert restore.restored_epoch == 0
+    for a, b in zip(seen[0], before):
+        np.testing.assert_array_equal(a, b)
+    assert "could not be loaded" in caplog.text and "training starts clean" in caplog.text
+
+
+def test_a_write_in_progress_is_ignored(tmp_path):
+    backup = str(tmp_path / "backup")
+    _interrupted_run(backup, epochs_done=1)
+    os.makedirs(os.path.join(backup, ".writing-999"))
+    open(os.path.join(backup, ".writing-999", "backup.weights.h5"), "wb").write(b"half")
+    assert callbacks.Backup.newest_good_epoch(backup) == 1
+
+
+def test_a_second_process_cannot_take_the_lock_until_the_first_dies(tmp_path):
+    out = str(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {ROOT!r})
+        from sniptf import run_dir
+        with run_dir.locked({out!r}):
+            print("locked", flush=True)
+            time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(run_dir.OutputDirInUse, match=f"pid {holder.pid} .*Received: output_dir="):
+            with run_dir.locked(out):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_dir.locked(out):  # the kernel released it with the process: no stale lock
+        with run_dir.locked(out):  # re-entrant in one process
+            pass
+
+
+def test_a_finished_run_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "done"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "metrics.json").write_text("{}")
+    (out / "checkpoints" / "best.keras.json").write_text('{"value": 0.99}')
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="finished run.*--overwrite.*Received: output_dir="):
+        training.prepare(training.TrainConfig(output_dir=str(out)))
+    training.prepare(training.TrainConfig(output_dir=str(out), overwrite=True))  # checks only
+    assert (out / "metrics.json").exists()
+    run_dir.clear(str(out))
+    assert sorted(os.listdir(out)) == ["notes.txt"]  # what a run writes, and only that
+
+
+def test_train_script_refuses_a_directory_in_use_and_writes_nothing(tmp_path):
+    out = str(tmp_path / "busy")
+    with run_dir.locked(out):
+        before = sorted(os.listdir(out))
+        result = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--train_steps=5",
+             f"--output_dir={out}"], capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
+        assert result.returncode != 0
+        assert "Another run is writing to this output_dir" in result.stderr
+        assert "Received: --output_dir=" in result.stderr
+        assert sorted(os.listdir(out)) == before  # no flags.txt, nothing else
