@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # tensorflow + tensorflow-text next to tensorflow-cpu (what it needs is in [dev])
 KERAS_HUB_VERSION := 0.32.0
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test fuzz demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the property-based tests with many more examples (about an hour)
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/test_properties.py tests/test_selection.py
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py --output_dir=out/demo

@@ -5,6 +5,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import Phase  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# `make test` runs the short profile; `make fuzz` the long one (HYPOTHESIS_PROFILE=long)
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+# short: no shrinking (a failure is reported as drawn, within the suite's time budget)
+settings.register_profile("short", max_examples=8, deadline=None, suppress_health_check=_SLOW_OK,
+                          derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.register_profile("long", max_examples=300, deadline=None, suppress_health_check=_SLOW_OK)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "short"))
 
 
 @pytest.fixture(autouse=True)
