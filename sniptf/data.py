@@ -151,6 +151,10 @@ def load(name, split, *, batch_size=None, shuffle=False, seed=None,
     """
     _check_name(name)
     _check_split(split)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"Expected `batch_size` to be None or an int >= 1. "
+                         f"Received: batch_size={batch_size!r}")
     if name == "mnist10k":
         ds = tf.data.Dataset.from_tensor_slices(load_numpy(name, split))
     else:

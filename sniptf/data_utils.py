@@ -54,9 +54,11 @@ def batches(dataset, num_batches, batch_size=None):
             for part in tf.nest.flatten(value):
                 if len(part) != n:
                     raise ValueError(
-                        f"x and {name} disagree on the number of examples: {n} vs {len(part)}.")
+                        f"x and {name} disagree on the number of examples: {n} vs {len(part)}. "
+                        f"Received: x with {n} examples, {name} with {len(part)}")
     if n == 0:
-        raise ValueError("The dataset yielded no batches; the arrays are empty.")
+        raise ValueError("The dataset yielded no batches; the arrays are empty. "
+                         f"Received: x of shape {shape_of(x)}")
     if batch_size is None:
         yield x, y, sw
         return
@@ -101,11 +103,12 @@ def check_fits(model, x, y, index):
                 hint = (" The batch looks unbatched; call dataset.batch(n)."
                         if len(got) == len(want) - 1 else "")
                 raise ValueError(
-                    f"Batch {index} does not fit the model: x has shape {got}, "
-                    f"the model expects {want}.{hint}")
+                    f"Batch {index} does not fit the model: the model expects x of shape "
+                    f"{want}.{hint} Received: x of shape {got}")
     first = lambda v: (_shape(v) or (None,))[0] if _shape(v) != () else None
     bx = first(xs[0])
     for part in tf.nest.flatten(y) if y is not None else []:
         by = first(part)
         if bx is not None and by is not None and bx != by:
-            raise ValueError(f"Batch {index} has {bx} inputs but {by} labels.")
+            raise ValueError(f"Batch {index} has {bx} inputs but {by} labels. "
+                             f"Received: {bx} examples in x, {by} in y")

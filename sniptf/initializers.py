@@ -58,4 +58,10 @@ def get(identifier):
     """A Keras initializer from a name, config or instance; knows `delta_orthogonal`."""
     if isinstance(identifier, str) and identifier == "delta_orthogonal":
         return DeltaOrthogonal()
-    return keras.initializers.get(identifier)
+    try:
+        return keras.initializers.get(identifier)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"Unknown initializer: {e} Expected a Keras initializer name (e.g. 'he_normal', "
+            "'orthogonal'), 'delta_orthogonal', a config or an instance. "
+            f"Received: kernel_initializer={identifier!r}") from None

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sniptf import data_utils
 from sniptf import registry
 from sniptf import transform
 from sniptf.masked_layer import MaskedLayer
@@ -114,7 +115,11 @@ def jacobian_singular_values(model, x, layerwise=True, *, max_entries=MAX_JACOBI
     ```
     """
     transform.check_model(model)
+    data_utils.check_fits(model, x, None, 0)
     x = tf.convert_to_tensor(x)
+    if x.shape[0] == 0 or not bool(tf.reduce_all(tf.math.is_finite(tf.cast(x, tf.float32)))):
+        raise ValueError("Expected `x` to be a non-empty batch of finite inputs. Received: x of "
+                         f"shape {tuple(x.shape)}" + ("" if x.shape[0] == 0 else " with NaN or Inf entries"))
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits = model(x, training=False)

@@ -58,7 +58,11 @@ def get(name, input_shape, num_classes, **kwargs):
             f"Received: input_shape={input_shape!r}")
     if "kernel_initializer" in kwargs:
         kwargs["kernel_initializer"] = initializers.get(kwargs["kernel_initializer"])
-    return builder(input_shape, num_classes, **kwargs)
+    try:
+        return builder(input_shape, num_classes, **kwargs)
+    except ValueError as e:  # Keras's shape error, with the shape that caused it
+        raise ValueError(f"Model '{name}' cannot be built for this input shape: {e} "
+                         f"Received: input_shape={input_shape!r}") from e
 
 
 @register_model("lenet_300_100")

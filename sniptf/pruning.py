@@ -71,6 +71,7 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     saliency_lib.get_criterion(criterion)
     selection.check_scope(scope)
     selection.check_kappa(kappa)
+    selection.check_seed(seed)
     if not isinstance(isometry, (bool, dict)):
         raise TypeError(f"Expected `isometry` to be a bool or a dict of approximate_isometry "
                         f"arguments. Received: isometry={isometry!r}")
@@ -78,7 +79,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     if not pruned.built:
         x, _, _ = next(iter(data_utils.batches(dataset, 1, batch_size)), (None, None, None))
         if x is None:
-            raise ValueError("The dataset yielded no batches; it is empty.")
+            raise ValueError("The dataset yielded no batches; it is empty. "
+                             "Received: a dataset of 0 batches")
         pruned(x)
     entries = transform.masked_entries(pruned)
     if not entries:

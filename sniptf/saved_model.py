@@ -194,14 +194,16 @@ def export(model, path, *, format="saved_model", overwrite=False, batch_size_hin
     if isinstance(batch_size_hint, bool) or not isinstance(batch_size_hint, int) or batch_size_hint < 1:
         raise ValueError(f"Expected `batch_size_hint` to be an int >= 1. "
                          f"Received: batch_size_hint={batch_size_hint!r}")
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise TypeError(f"Expected `path` to be a non-empty str or os.PathLike. Received: path={path!r}")
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(
             f"Export path exists: {path!r}. Pass overwrite=True or choose "
-            "another path.")
+            f"another path. Received: path={path!r}")
+    plain = transform.strip(model)  # before anything is created: a bad model changes nothing
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    plain = transform.strip(model)
     tmp = tempfile.mkdtemp(prefix=".sniptf-export-", dir=parent)
     try:
         info = {"format": format, "weight_bytes": sum(

@@ -18,6 +18,7 @@ import tensorflow as tf
 from sniptf import _keras_compat
 from sniptf import data_utils
 from sniptf import masked_layer
+from sniptf import selection
 from sniptf import transform
 
 
@@ -311,11 +312,13 @@ def _in_turn(model, dataset, criterion, num_batches, loss, batch_size, seed, bn_
     """Yields `(entry, remake, scores)` for every masked weight in model order:
     `remake()` computes the same scores again."""
     criterion = get_criterion(criterion)
+    selection.check_seed(seed)
     entries = transform.masked_entries(model)
     if not entries:
         raise ValueError(
             f"Model '{model.name}' has no MaskedLayer; call sniptf.wrap(model) "
-            "first, or sniptf.prune(model, ...) to wrap and prune in one call."
+            "first, or sniptf.prune(model, ...) to wrap and prune in one call. "
+            f"Received: model={model.name!r} ({type(model).__name__}, not wrapped)"
         )
     rng = np.random.default_rng(seed)
     grads = None
@@ -338,10 +341,16 @@ def _in_turn(model, dataset, criterion, num_batches, loss, batch_size, seed, bn_
 
 
 def _cause(error):
-    """The message of an error raised inside a traced function (its last line)."""
+    """The message of an error raised inside a traced function: the line that says
+    what went wrong, without the trace around it."""
     lines = [l.strip() for l in str(error).splitlines() if l.strip()]
     if lines and lines[0] == "in user code:":
         return lines[-1]
+    if lines and lines[0].startswith("Graph execution error"):
+        # TensorFlow: "Detected at node ...", the Python frames, then the op's own message
+        told = [l for l in lines[1:] if not l.startswith(("Detected at node", "File ", "[["))]
+        if told:
+            return told[-1]
     return lines[0] if lines else repr(error)
 
 
@@ -392,7 +401,8 @@ def _check_batch(model, x, y, index, loss):
 
 def _warn_short(seen, num_batches):
     if seen == 0:
-        raise ValueError("The dataset yielded no batches; it is empty.")
+        raise ValueError("The dataset yielded no batches; it is empty. "
+                         "Received: a dataset of 0 batches")
     if seen < num_batches:
         warnings.warn(f"sniptf: asked for num_batches={num_batches} but the dataset "
                       f"had only {seen}; scored on {seen}.", stacklevel=5)
@@ -423,14 +433,14 @@ def _batch_gradients(model, run, dataset, num_batches, loss, batch_size):
             grads, mean, _ = run((x, y, sample_weight))
         except (tf.errors.InvalidArgumentError, ValueError) as e:
             raise ValueError(
-                f"Scoring failed on batch {index} (x shape {data_utils.shape_of(x)}, "
-                f"y shape {data_utils.shape_of(y)}): {_cause(e)}"
+                f"Scoring failed on batch {index}: {_cause(e)} Received: x of shape "
+                f"{data_utils.shape_of(x)}, y of shape {data_utils.shape_of(y)}"
             ) from e
         mean = float(mean)
         if not np.isfinite(mean):
             raise ValueError(
-                f"The loss is not finite on batch {index} (loss={mean}); check the "
-                "inputs for NaN/inf and the model's initialization.")
+                f"The loss is not finite on batch {index}; check the inputs for NaN/inf "
+                f"and the model's initialization. Received: loss={mean} on batch {index}")
         total = grads if total is None else [a + b for a, b in zip(total, grads)]
         seen += 1
     _warn_short(seen, num_batches)

@@ -56,6 +56,13 @@ def check_scope(scope):
     return scope
 
 
+def check_seed(seed):
+    """Validates a `seed` (ties, the random criterion, re-initialization): an int >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"Expected `seed` to be an int >= 0. Received: seed={seed!r}")
+    return int(seed)
+
+
 def kept_count(kappa, total):
     """Number of weights kept for `kappa` out of `total` prunable weights.
 
@@ -198,8 +205,9 @@ def select(scores, kappa, *, scope="global", seed=0):
         A list of boolean arrays shaped like `scores`.
     """
     check_scope(scope)
+    check_seed(seed)
     if not scores:
-        raise ValueError("No scores to select from. Received: scores=[]")
+        raise ValueError(f"No scores to select from. Received: scores={scores!r}")
     sources = [s if callable(s) else (lambda s=np.asarray(s): s) for s in scores]
     shapes, width = [], 32
     for i, source in enumerate(sources):
@@ -208,8 +216,9 @@ def select(scores, kappa, *, scope="global", seed=0):
             raise TypeError(f"Score array {i} is not real numbers. Received: dtype {s.dtype}")
         if not np.isfinite(s).all():
             raise ValueError(
-                f"Score array {i} (shape {s.shape}) has NaN or infinite entries; "
-                "the saliency pass diverged."
+                f"Score array {i} has NaN or infinite entries; the saliency pass diverged. "
+                f"Received: {int(np.size(s) - np.isfinite(s).sum())} non-finite of {s.size} "
+                f"entries in score array {i} (shape {s.shape})"
             )
         shapes.append(s.shape)
         if s.dtype.itemsize > 4 or np.issubdtype(s.dtype, np.integer):

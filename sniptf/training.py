@@ -157,6 +157,7 @@ def prepare(config):
                            decay_every=config.lr_decay_every, decay_factor=config.lr_decay_factor,
                            end_factor=config.lr_end_factor)
     check_optimizer(config.optimizer, config.momentum, config.weight_decay)
+    selection.check_seed(config.seed)
     if config.kernel_initializer:
         initializers.get(config.kernel_initializer)
     distribute.check_strategy(config.strategy, tpu=config.tpu,

@@ -77,6 +77,7 @@ def _row(layer_key, layer, path):
 
 def masked_entries(model):
     """Every masked weight of the model's MaskedLayers, as `Entry`s in model order."""
+    _check_keras_model(model)
     entries = []
     seen = set()
     for top_key, top in walk_layers(model):
@@ -251,6 +252,8 @@ def wrap(model, *, include_biases=False):
     ```
     """
     _check_keras_model(model)
+    if not isinstance(include_biases, bool):
+        raise TypeError(f"Expected `include_biases` to be a bool. Received: include_biases={include_biases!r}")
     if isinstance(model, MaskedModel):
         return _rebuild(model, model.model,
                         lambda c: MaskedModel(c, mask_biases=model.masked.mask_biases),

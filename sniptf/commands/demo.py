@@ -39,7 +39,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:  # the owners' checks, before any work
         selection.check_kappa(FLAGS.kappa)
+        selection.check_seed(FLAGS.seed)
         training.check_output_dir(FLAGS.output_dir)
+        if not FLAGS.learning_rate > 0:  # NaN fails too
+            raise ValueError(f"Expected learning_rate > 0. Received: learning_rate={FLAGS.learning_rate}")
     except (ValueError, TypeError) as e:
         raise app.UsageError(training.as_flags(str(e))) from e
     os.makedirs(FLAGS.output_dir, exist_ok=True)

@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 
 from sniptf import data
+from sniptf import training
 from sniptf.studies import signal
 
 FLAGS = flags.FLAGS
@@ -37,11 +38,18 @@ flags.DEFINE_string("figures_dir", "out/signal/figures", "PNG figures go here.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    for d in (FLAGS.output_dir, FLAGS.figures_dir):
+    if not FLAGS.learning_rate > 0:  # NaN fails too
+        raise app.UsageError(f"Expected --learning_rate > 0. Received: --learning_rate={FLAGS.learning_rate}")
+    for name in ("sparsities", "train_sparsities"):
+        if not all(0.0 <= s < 1.0 for s in FLAGS[name].value):  # NaN fails too
+            raise app.UsageError(f"Expected --{name} in [0, 1). Received: --{name}={FLAGS[name].value}")
+    for name in ("output_dir", "figures_dir"):
         try:
-            os.makedirs(d, exist_ok=True)
-        except OSError as e:
-            raise app.UsageError(f"cannot create {d}: {e}") from e
+            training.check_output_dir(FLAGS[name].value)
+        except ValueError as e:
+            raise app.UsageError(str(e).replace("Received: output_dir=", f"Received: --{name}=")) from e
+    for d in (FLAGS.output_dir, FLAGS.figures_dir):
+        os.makedirs(d, exist_ok=True)
     FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
     tables = signal.run_experiments(
         FLAGS.experiments, output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir,

@@ -19,6 +19,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from sniptf import selection
+from sniptf import training
 from sniptf.studies import snip
 
 FLAGS = flags.FLAGS
@@ -36,6 +38,16 @@ flags.DEFINE_string("figures_dir", "out/snip/figures", "PNG figures go here.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:  # before any work
+        for seed in FLAGS.seeds:
+            selection.check_seed(seed)
+    except TypeError as e:
+        raise app.UsageError(str(e).replace("Received: seed=", "Received: --seeds=")) from e
+    for name in ("output_dir", "figures_dir"):
+        try:
+            training.check_output_dir(FLAGS[name].value)
+        except ValueError as e:
+            raise app.UsageError(str(e).replace("Received: output_dir=", f"Received: --{name}=")) from e
     for d in (FLAGS.output_dir, FLAGS.figures_dir):
         os.makedirs(d, exist_ok=True)
     FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))

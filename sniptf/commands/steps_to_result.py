@@ -68,12 +68,13 @@ def main(argv):
     tf.get_logger().setLevel("ERROR")  # each trial's new model retraces the scoring pass once
     from sniptf.studies import trial_engine
     try:
-        engine = trial_engine.TrialEngine(_storage())
-        if action == "prepare":
+        if action == "prepare":  # the spec is checked before the storage is created
             overrides = {k: FLAGS[k].value for k in ("goal_error", "max_steps", "max_examples", "eval_every",
                                                       "eval_growth") if FLAGS[k].value is not None}
             spec = dps.make_spec(FLAGS.workload, sparsities=FLAGS.sparsities, batch_sizes=FLAGS.batch_sizes,
                                  trials=FLAGS.trials, incumbent_cutoff=FLAGS.incumbent_cutoff, **overrides)
+        engine = trial_engine.TrialEngine(_storage())
+        if action == "prepare":
             os.makedirs(FLAGS.study_dir, exist_ok=True)
             added = dps.prepare(engine, spec)
             FLAGS.append_flags_into_file(os.path.join(FLAGS.study_dir, "flags.txt"))
