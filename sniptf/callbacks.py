@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import logging
 
 from sniptf import _keras_compat
+from sniptf import distribute
 from sniptf.report import sparsity
 
 
@@ -240,35 +241,59 @@ class Backup(keras.callbacks.BackupAndRestore):
 
     # --- Keras's hooks ---
     def on_train_begin(self, logs=None):
-        problems = []
+        strategy = tf.distribute.get_strategy()
+        problems, good = [], []
         for epoch, directory in self._generations():
             try:
                 self._checked(directory)
-                self._load(os.path.join(directory, "backup.weights.h5"))
+                good.append((epoch, directory))
             except ValueError as e:
                 problems.append(str(e))
                 self._set_aside(directory)
-                continue
-            self.restored_epoch = epoch
-            _keras_compat.set_initial_epoch(self.model, epoch)
-            break
+        # every worker resumes from the same epoch: the newest one all of them hold
+        # (a worker killed mid-epoch may be one backup behind the others)
+        target = distribute.agree_min(strategy, good[0][0] if good else 0)
+        before = self._snapshot()
+        loaded = 0
+        for epoch, directory in good:
+            if epoch == target:
+                try:
+                    self._load(os.path.join(directory, "backup.weights.h5"))
+                    loaded = epoch
+                except ValueError as e:
+                    problems.append(str(e))
+                    self._set_aside(directory)
+        if target and distribute.agree_min(strategy, int(loaded == target)) == 0:
+            self._restore(before)  # a worker could not load it: every worker starts clean
+            loaded = 0
+        self.restored_epoch = loaded
+        _keras_compat.set_initial_epoch(self.model, loaded)
         for problem in problems:
             logging.warning("sniptf: %s; moved to %s", problem, self._corrupt_dir())
-        if problems:
-            logging.warning("sniptf: %s", f"resuming from the backup of epoch {self.restored_epoch}"
-                            if self.restored_epoch else "no good backup left: training starts clean")
+        if problems or (target and not loaded):
+            logging.warning("sniptf: %s", f"resuming from the backup of epoch {loaded}"
+                            if loaded else "no good backup left: training starts clean")
 
-    def _load(self, weights):
+    def _variables(self):
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        variables = list(model.variables) + list(getattr(model.optimizer, "variables", []))
-        before = [v.numpy() for v in variables]
+        return list(model.variables) + list(getattr(model.optimizer, "variables", []))
+
+    def _snapshot(self):
+        return [(v, v.numpy()) for v in self._variables()]
+
+    @staticmethod
+    def _restore(snapshot):
+        for v, value in snapshot:
+            v.assign(value)
+
+    def _load(self, weights):
+        before = self._snapshot()
         try:
-            model.load_weights(weights)
+            self.model.load_weights(weights)
         except Exception as e:  # noqa: BLE001 - any failure: put everything back
-            for v, value in zip(variables, before):
-                v.assign(value)
+            self._restore(before)
             raise ValueError(f"backup {weights!r} could not be loaded ({type(e).__name__}: {e})") from e
 
     def _corrupt_dir(self):

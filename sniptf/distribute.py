@@ -138,3 +138,24 @@ def is_chief(strategy):
     task = resolver.task_type
     return task in (None, "chief") or (
         task == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def agree_min(strategy, value):
+    """The smallest of every worker's `value` (a non-negative int), the same on all
+    workers; `value` itself off multi-worker. A collective: every worker must call it.
+
+    Each worker puts its value in its own slot of a vector and the vectors are
+    summed across replicas (tf.distribute reduces by SUM or MEAN only)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec:
+        return int(value)
+    tasks = [(kind, i) for kind in sorted(spec) if kind in ("chief", "worker")
+             for i in range(len(spec[kind]))]
+    slot = tasks.index((resolver.task_type, resolver.task_id))
+    local = strategy.num_replicas_in_sync // len(tasks)  # replicas on each worker
+    vector = [0.0] * len(tasks)
+    vector[slot] = float(value) / local
+    summed = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                             strategy.run(lambda: tf.constant(vector, tf.float64)), axis=None)
+    return int(round(float(tf.reduce_min(summed))))

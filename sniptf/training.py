@@ -207,7 +207,8 @@ def run(config, strategy=None):
     `backup/` (while training; a rerun of the same command resumes from its
     last good backup), `checkpoints/best.keras` (best validation accuracy) and
     `saved_model/` (stripped). On multi-worker runs only the chief writes
-    there. Holds `<output_dir>/.lock` while it runs (`run_dir.locked`): a
+    there (the others write their `metrics.json` in `.workers/<task id>/`).
+    Holds `<output_dir>/.lock` while it runs (`run_dir.locked`): a
     second run on the same directory raises `run_dir.OutputDirInUse`. A
     finished run's directory is refused by `prepare` unless
     `config.overwrite`, which clears it first. If the loss turns NaN/Inf the
@@ -310,10 +311,10 @@ def _run_locked(plan, strategy, out, wall_start):
         "mask_digest_at_prune": digest_at_prune,
         "mask_digest_final": mask_digest(model),
     }
-    if chief:
-        if servable:
-            export(best, os.path.join(out, "saved_model"), overwrite=True)
-        run_dir.write_text(os.path.join(out, run_dir.FINISHED), json.dumps(metrics, indent=2))
+    if chief and servable:
+        export(best, os.path.join(out, "saved_model"), overwrite=True)
+    # every worker records what it ended with (a non-chief in its own .workers/<id>/)
+    run_dir.write_text(os.path.join(out, run_dir.FINISHED), json.dumps(metrics, indent=2))
     logging.info("done: test error %.4f, validation error %.4f, sparsity %.4f, %d steps",
                  metrics["test_error"], metrics["validation_error"], metrics["sparsity"], steps)
     return metrics

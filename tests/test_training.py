@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -181,18 +182,26 @@ def test_mirrored_training_matches_single_device_mask(default_run, tmp_path):
     assert metrics["mask_digest_final"] == single["mask_digest_final"]
 
 
-def test_multi_worker_training_on_loopback(default_run, tmp_path):
-    socks = [socket.socket() for _ in range(2)]
+def _loopback_cluster(n):
+    socks = [socket.socket() for _ in range(n)]
     for s in socks:
         s.bind(("127.0.0.1", 0))
     cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]}
     for s in socks:
         s.close()
+    return cluster
+
+
+def _workers(cmd, cluster, stderr=subprocess.DEVNULL):
+    return [subprocess.Popen(
+        cmd, env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        stdout=subprocess.DEVNULL, stderr=stderr, text=True) for i in range(len(cluster["worker"]))]
+
+
+def test_multi_worker_training_on_loopback(default_run, tmp_path):
     out = str(tmp_path / "multi")
-    procs = [subprocess.Popen(
-        [sys.executable, TRAIN, *TINY, "--strategy=multi_worker", f"--output_dir={out}"],
-        env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = _workers([sys.executable, TRAIN, *TINY, "--strategy=multi_worker", f"--output_dir={out}"],
+                     _loopback_cluster(2), stderr=subprocess.PIPE)
     try:
         errors = [p.communicate(timeout=600)[1] for p in procs]
     finally:
@@ -204,6 +213,55 @@ def test_multi_worker_training_on_loopback(default_run, tmp_path):
     single = json.load(open(os.path.join(default_run, "metrics.json")))
     assert metrics["replicas"] == 2 and metrics["steps"] == 40
     assert metrics["mask_digest_final"] == single["mask_digest_final"]
+
+
+def test_multi_worker_killed_worker_then_restarted_job_resumes(tmp_path):
+    """One of two workers is killed mid-training; the job is restarted (as a cluster
+    manager does: every worker, the same command): all resume from the same backup,
+    keep the same mask and end exactly at --train_steps."""
+    out = str(tmp_path / "multi")
+    cmd = [sys.executable, TRAIN, "--model=lenet_300_100", "--dataset=mnist10k", "--train_steps=130",
+           "--eval_every=20", "--batch_size=32", "--kappa=0.05", "--learning_rate=0.05", "--seed=3",
+           "--strategy=multi_worker", f"--output_dir={out}"]
+    first = _workers(cmd, _loopback_cluster(2))
+    try:
+        backups = [os.path.join(out, "backup", "epoch-2"), os.path.join(out, ".workers", "1", "backup", "epoch-2")]
+        # both hold two backups before the kill
+        deadline = time.time() + 300
+        while not all(os.path.exists(b) for b in backups) and time.time() < deadline \
+                and all(p.poll() is None for p in first):
+            time.sleep(0.05)
+        first[1].send_signal(signal.SIGKILL)  # a worker dies mid-training
+        first[1].wait()
+        time.sleep(2)
+    finally:
+        for p in first:  # the job is torn down and restarted whole
+            p.kill()
+            p.wait()
+    assert first[1].returncode == -signal.SIGKILL, "training ended before the worker was killed"
+    assert not os.path.exists(os.path.join(out, "metrics.json"))
+    # the killed worker is one backup behind the chief (killed before it wrote its last)
+    epochs = lambda d: sorted(int(n.split("-")[1]) for n in os.listdir(d) if n.startswith("epoch-"))
+    worker_backup = os.path.join(out, ".workers", "1", "backup")
+    shutil.rmtree(os.path.join(worker_backup, f"epoch-{epochs(worker_backup)[-1]}"))
+    agreed = epochs(worker_backup)[-1]
+    assert agreed < epochs(os.path.join(out, "backup"))[-1]
+    second = _workers(cmd, _loopback_cluster(2), stderr=subprocess.PIPE)
+    try:
+        errors = [p.communicate(timeout=600)[1] for p in second]
+    finally:
+        for p in second:
+            p.kill()
+    for p, err in zip(second, errors):
+        assert p.returncode == 0, err[-3000:]
+    chief = json.load(open(os.path.join(out, "metrics.json")))
+    worker = json.load(open(os.path.join(out, ".workers", "1", "metrics.json")))
+    for metrics in (chief, worker):
+        assert metrics["steps"] == 130 and metrics["replicas"] == 2
+        assert metrics["resumed_after_epoch"] == agreed  # the newest backup both hold
+        assert metrics["mask_digest_final"] == metrics["mask_digest_at_prune"]
+    assert chief["mask_digest_final"] == worker["mask_digest_final"]
+    assert chief["kept_weights"] == round(0.05 * 266_200)
 
 
 def test_sigkill_mid_training_then_same_command_resumes(tmp_path):
