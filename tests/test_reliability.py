@@ -156,3 +156,18 @@ def test_train_script_refuses_a_directory_in_use_and_writes_nothing(tmp_path):
         assert "Another run is writing to this output_dir" in result.stderr
         assert "Received: --output_dir=" in result.stderr
         assert sorted(os.listdir(out)) == before  # no flags.txt, nothing else
+
+
+def test_sweep_runs_in_worker_processes_replaced_every_n_runs(tmp_path):
+    """A run leaves ~10 MiB behind in a long-lived process (benchmarks/sweep_memory.py):
+    the SNIP table's sweep replaces its worker every `runs_per_process` runs."""
+    from sniptf.studies import snip
+    budgets = {key: (4, 2, 4) for key in snip.BUDGETS}
+    configs = [c for c in snip.table_configs(["mnist10k"], [0], budgets, str(tmp_path))
+               if c.model == "lenet_300_100"][:3]
+    memory = []
+    results = snip.run_table(configs, log=lambda line: None, runs_per_process=2, memory=memory)
+    assert [m["steps"] for m in results] == [4, 4, 4]
+    pids = [pid for _, _, _, pid in memory]
+    assert pids[0] == pids[1] != pids[2] and os.getpid() not in pids
+    assert all(rss > 0 and peak >= rss for _, rss, peak, _ in memory)

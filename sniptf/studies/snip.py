@@ -79,16 +79,48 @@ def table_configs(datasets, seeds, budgets, output_dir):
     return configs
 
 
-def run_table(configs, log=print):
-    """Runs every config whose metrics.json is missing; returns all metrics."""
+# Runs per worker process: a run in a long-lived process leaves ~10 MiB behind (traced
+# functions, tf.data state; benchmarks/sweep_memory.py), so the sweep's process is
+# replaced after this many runs (the cost: one TensorFlow import per 10 runs).
+RUNS_PER_PROCESS = 10
+
+
+def _start_worker(verbosity):
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(verbosity)
+    with open("/proc/self/clear_refs", "w") as f:  # this process's own peak (VmHWM)
+        f.write("5")
+
+
+def _run_one(config):
+    """One table run in a worker process: the worker's memory (MiB) and pid."""
+    training.run(config)
+    keras.backend.clear_session()
+    with open("/proc/self/status") as f:
+        status = {l.split(":")[0]: int(l.split()[1]) / 1024 for l in f if l.startswith("Vm")}
+    return status["VmRSS"], status["VmHWM"], os.getpid()
+
+
+def run_table(configs, log=print, *, runs_per_process=RUNS_PER_PROCESS, memory=None):
+    """Runs every config whose metrics.json is missing, in a worker process that is
+    replaced every `runs_per_process` runs; returns all metrics. `memory`, if a
+    list, gets `(output_dir, worker RSS MiB, worker peak MiB, worker pid)` per run."""
+    import multiprocessing
+
+    from absl import logging as absl_logging
+    pending = [c for c in configs if not os.path.exists(os.path.join(c.output_dir, "metrics.json"))]
+    if pending:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TF state
+        with context.Pool(1, initializer=_start_worker, initargs=(absl_logging.get_verbosity(),),
+                          maxtasksperchild=runs_per_process) as pool:
+            for i, (config, used) in enumerate(zip(pending, pool.imap(_run_one, pending))):
+                log(f"[{i + 1}/{len(pending)}] {config.output_dir}: worker RSS {used[0]:.0f} MiB, "
+                    f"peak {used[1]:.0f} MiB")
+                if memory is not None:
+                    memory.append((config.output_dir, *used))
     results = []
-    for i, config in enumerate(configs):
-        path = os.path.join(config.output_dir, "metrics.json")
-        if not os.path.exists(path):
-            log(f"[{i + 1}/{len(configs)}] {config.output_dir}")
-            training.run(config)
-            keras.backend.clear_session()
-        with open(path) as f:
+    for config in configs:
+        with open(os.path.join(config.output_dir, "metrics.json")) as f:
             results.append(json.load(f))
     return results
 
