@@ -218,3 +218,9 @@ def unscaled_compute_loss(model, x, y, y_pred, sample_weight, training):
 def set_initial_epoch(model, epoch):
     """Makes the next `fit` start at `epoch` (what Keras's `BackupAndRestore` sets)."""
     model._initial_epoch = epoch
+
+
+def all_layers(model):
+    """Every layer inside `model`, itself included, nested at any depth (Keras 3.15:
+    `_flatten_layers` is the only walk that sees wrapped and held sub-layers)."""
+    return list(model._flatten_layers(include_self=True, recursive=True))

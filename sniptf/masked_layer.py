@@ -189,14 +189,16 @@ class MaskedLayer(keras.layers.Wrapper):
             c = stand_ins.get(id(m))
             mapping.append((weight, value * ops.cast(m.value if c is None else c, value.dtype)))
         scope = keras.StatelessScope(
-            state_mapping=mapping,
             collect_losses=bool(outer and outer.collect_losses),
             initialize_variables=False,
         )
-        if outer is not None:
-            # Nested stateless calls (e.g. model.stateless_call) keep the
-            # outer mapping for every variable we do not substitute.
-            scope.state_mapping = {**outer.state_mapping, **scope.state_mapping}
+        # The products are mapped as they are, not converted to the variable's
+        # dtype as `state_mapping=` would: under a float64 pass (SynFlow) they
+        # stay float64 (an inner float32 copy would overflow; tested).
+        products = {id(weight): product for weight, product in mapping}
+        # Nested stateless calls (e.g. model.stateless_call) keep the outer
+        # mapping for every variable we do not substitute.
+        scope.state_mapping = {**(outer.state_mapping if outer is not None else {}), **products}
         with scope:
             outputs = self.layer(inputs, *args, **kwargs)
         self._carry_updates(scope, outer)

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 
+from sniptf import criteria
 from sniptf import data_utils
 from sniptf import registry
 from sniptf import scoring as saliency_lib
@@ -13,7 +14,8 @@ from sniptf import transform
 
 def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
           num_batches=1, loss=None, batch_size=None, seed=0,
-          include_biases=False, reinitialize=False, bn_training=False, isometry=False):
+          include_biases=False, reinitialize=False, bn_training=False, isometry=False,
+          min_kept_per_layer=0):
     """Prunes `model` at initialization, keeping the top-κ connections.
 
     SNIP (Lee et al., ICLR 2019): wrap every prunable layer in a
@@ -31,8 +33,10 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
             arrays `x`, `(x, y)` or `(x, y, sample_weight)` (tensors, tuples or dicts).
         kappa: a float in (0, 1], the fraction of prunable weights kept
             (0.05 = 95% sparse), or an int >= 1, the exact number kept.
-        criterion: `"snip"` (default), `"magnitude"`, `"random"`, or a name
-            added with `sniptf.register_criterion`.
+        criterion: `"snip"` (default), `"magnitude"`, `"random"`, `"grasp"`,
+            `"synflow"` (data-free: `dataset` may be None; 100 rounds),
+            `"force"` (60 rounds of SNIP at the current mask), or a name added
+            with `sniptf.register_criterion` (see `sniptf/criteria.py`).
         scope: `"global"` (the paper) or `"layerwise"` (same fraction per
             weight tensor).
         num_batches: batches to score on; gradients are summed before |·|.
@@ -49,6 +53,10 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         isometry: run `sniptf.approximate_isometry` on the pruned kernels right
             after pruning (Lee et al., ICLR 2020); True for its defaults, or a
             dict of its keyword arguments (e.g. `{"steps": 2000}`).
+        min_kept_per_layer: collapse guard: every masked weight tensor keeps
+            at least this many weights (its highest-scoring ones), so no layer
+            is emptied at any sparsity; 0 (default) is the papers' selection.
+            SynFlow avoids collapse by construction instead.
 
     Returns:
         A new model whose prunable layers are `MaskedLayer`s with fixed masks,
@@ -72,6 +80,7 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     selection.check_scope(scope)
     selection.check_kappa(kappa)
     selection.check_seed(seed)
+    selection.check_min_kept(min_kept_per_layer)
     if not isinstance(isometry, (bool, dict)):
         raise TypeError(f"Expected `isometry` to be a bool or a dict of approximate_isometry "
                         f"arguments. Received: isometry={isometry!r}")
@@ -90,14 +99,24 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
             "sniptf.register_prunable.")
     for e in entries:  # score at c = 1, also when re-pruning a pruned model
         e.mask.assign(np.ones(e.mask.shape, e.mask.dtype))
-    # scores computed on demand, one weight at a time (never all held: 100M-weight models)
-    scores = saliency_lib.score_sources(
-        pruned, dataset, criterion=criterion, num_batches=num_batches, loss=loss,
-        batch_size=batch_size, seed=seed, bn_training=bn_training)
     keys = [e.key for e in entries]
-    masks = dict(zip(keys, selection.select([scores[k] for k in keys], kappa, scope=scope,
-                                            seed=seed)))
-    del scores
+    total = sum(int(np.prod(e.mask.shape)) for e in entries)
+    rounds = saliency_lib.get_criterion(criterion).rounds
+    # one round (SNIP, ...), or an exponential schedule of rounds, each scored at the
+    # mask the previous one left (SynFlow, FORCE); only the masks change in between
+    counts = criteria.exponential_counts(total, selection.kept_count(kappa, total), rounds) \
+        if rounds > 1 else [kappa]
+    for count in counts:
+        # scores computed on demand, one weight at a time (never all held: 100M-weight models)
+        scores = saliency_lib.score_sources(
+            pruned, dataset, criterion=criterion, num_batches=num_batches, loss=loss,
+            batch_size=batch_size, seed=seed, bn_training=bn_training)
+        masks = dict(zip(keys, selection.select([scores[k] for k in keys], count, scope=scope,
+                                                seed=seed, min_kept_per_layer=min_kept_per_layer)))
+        del scores
+        if len(counts) > 1:
+            for e in entries:
+                e.mask.assign(masks[e.key])
     if reinitialize:
         transform.redraw(entries, seed)
     transform.apply_masks(entries, masks)
@@ -133,5 +152,5 @@ def _warn_empty_layers(entries, masks):
         if count == 0:
             warnings.warn(
                 f"sniptf: layer '{key}' keeps none of its weights; its output "
-                "no longer depends on its input. Use a larger kappa or "
-                "scope='layerwise'.", stacklevel=3)
+                "no longer depends on its input. Use min_kept_per_layer=1 (a collapse "
+                "guard), criterion='synflow', scope='layerwise', or a larger kappa.", stacklevel=3)

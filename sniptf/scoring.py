@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from sniptf import _keras_compat
+from sniptf import criteria
 from sniptf import data_utils
 from sniptf import masked_layer
 from sniptf import selection
@@ -27,12 +28,19 @@ class Criterion:
     """A scoring criterion: `fn(weight, gradient, rng) -> scores`.
 
     `needs_gradient`: whether `fn` gets ∂L/∂c (else `gradient` is None and
-    no data pass runs).
+    no data pass runs). `model_level`: `fn(model, entries, data)` returns one
+    score array per masked weight itself (GraSP, SynFlow: passes of their
+    own). `needs_data`: False for data-free criteria (`dataset=None` is then
+    accepted). `rounds`: `prune` re-scores at the current mask this many
+    times, keeping an exponentially shrinking count (SynFlow, FORCE).
     """
 
     name: str
     fn: object
     needs_gradient: bool
+    model_level: bool = False
+    needs_data: bool = True
+    rounds: int = 1
 
 
 CRITERIA = {}  # name -> Criterion
@@ -40,13 +48,18 @@ CRITERIA = {}  # name -> Criterion
 _PASSES = weakref.WeakKeyDictionary()
 
 
-def register_criterion(name, fn, *, needs_gradient):
-    """Adds a scoring criterion `fn(weight, gradient, rng) -> scores`."""
+def register_criterion(name, fn, *, needs_gradient, model_level=False, needs_data=None, rounds=1):
+    """Adds a scoring criterion `fn(weight, gradient, rng) -> scores` (or, with
+    `model_level=True`, `fn(model, entries, data) -> [scores per entry]`); see
+    `Criterion`. `needs_data` defaults to `needs_gradient or model_level`."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"Expected a non-empty string name. Received: name={name!r}")
     if not callable(fn):
         raise TypeError(f"Expected a callable criterion. Received: fn={fn!r}")
-    CRITERIA[name] = Criterion(name, fn, bool(needs_gradient))
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"Expected `rounds` to be an int >= 1. Received: rounds={rounds!r}")
+    needs_data = bool(needs_gradient or model_level) if needs_data is None else bool(needs_data)
+    CRITERIA[name] = Criterion(name, fn, bool(needs_gradient), bool(model_level), needs_data, rounds)
 
 
 def get_criterion(name):
@@ -84,6 +97,11 @@ def random(weight, gradient, rng):
 register_criterion("snip", snip, needs_gradient=True)
 register_criterion("magnitude", magnitude, needs_gradient=False)
 register_criterion("random", random, needs_gradient=False)
+# the criteria that followed SNIP (sniptf/criteria.py says what each computes)
+register_criterion("grasp", criteria.grasp, needs_gradient=False, model_level=True)
+register_criterion("synflow", criteria.synflow, needs_gradient=False, model_level=True,
+                   needs_data=False, rounds=criteria.SYNFLOW_ROUNDS)
+register_criterion("force", snip, needs_gradient=True, rounds=criteria.FORCE_ROUNDS)
 
 
 def _softmax_output(model):
@@ -313,6 +331,9 @@ def _in_turn(model, dataset, criterion, num_batches, loss, batch_size, seed, bn_
     `remake()` computes the same scores again."""
     criterion = get_criterion(criterion)
     selection.check_seed(seed)
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(
+            f"Expected `num_batches` to be an int >= 1. Received: num_batches={num_batches!r}")
     entries = transform.masked_entries(model)
     if not entries:
         raise ValueError(
@@ -320,7 +341,18 @@ def _in_turn(model, dataset, criterion, num_batches, loss, batch_size, seed, bn_
             "first, or sniptf.prune(model, ...) to wrap and prune in one call. "
             f"Received: model={model.name!r} ({type(model).__name__}, not wrapped)"
         )
+    if criterion.needs_data and dataset is None:
+        raise ValueError(
+            f"Criterion {criterion.name!r} scores on data; dataset=None is accepted only by the "
+            f"data-free criteria {sorted(n for n, c in CRITERIA.items() if not c.needs_data)}. "
+            "Received: dataset=None")
     rng = np.random.default_rng(seed)
+    if criterion.model_level:
+        data = criteria.Data(dataset, num_batches, loss, batch_size, bn_training)
+        for e, scores in zip(entries, criterion.fn(model, entries, data)):
+            scores = np.asarray(scores, dtype=np.float32).reshape(e.weight.shape)
+            yield e, (lambda scores=scores: scores), scores
+        return
     grads = None
     if criterion.needs_gradient:
         grads = _accumulated_gradients(model, entries, dataset, num_batches,
@@ -356,9 +388,6 @@ def _cause(error):
 
 def _accumulated_gradients(model, entries, dataset, num_batches, loss,
                            batch_size, bn_training):
-    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
-        raise ValueError(
-            f"Expected `num_batches` to be an int >= 1. Received: num_batches={num_batches!r}")
     masks = [e.mask for e in entries]
     state = [(v, v.numpy()) for v in model.non_trainable_variables] if bn_training else []
     try:

@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-SCOPES = ("global", "layerwise")
+SCOPES = ("global", "layerwise", "erk")
 
 
 def check_kappa(kappa):
@@ -155,6 +155,81 @@ def _kth_largest_key(sources, k, width):
     return prefix, need
 
 
+def _guarded(sources, shapes, k, width, rng, scope, min_kept):
+    """`select` with every array keeping its top `min_kept` entries first."""
+    floors = [min(min_kept, int(np.prod(shape))) for shape in shapes]
+    if sum(floors) > k:
+        raise ValueError(
+            f"min_kept_per_layer={min_kept} over {len(shapes)} weight arrays needs {sum(floors)} "
+            f"kept weights, more than kappa keeps ({k}). Use a smaller min_kept_per_layer or a "
+            f"larger kappa. Received: min_kept_per_layer={min_kept}")
+    reserved = [_top_k([source], [shape], c, width, rng)[0] if c else np.zeros(shape, bool)
+                for source, shape, c in zip(sources, shapes, floors)]
+    # the reserved entries score -inf for the rest of the selection: never chosen twice
+    rest = [lambda source=source, r=r: np.where(r, -np.inf, np.asarray(source(), np.float64))
+            for source, r in zip(sources, reserved)]
+    left = k - sum(floors)
+    if left == 0:
+        return reserved
+    if scope == "global":
+        extra = _top_k(rest, shapes, left, 64, rng)
+    else:
+        free = [int(np.prod(shape)) - f for shape, f in zip(shapes, floors)]
+        counts = _apportion(left, free) if scope == "layerwise" else \
+            _capped(erk_counts(shapes, k), floors, free, left)
+        extra = [_top_k([source], [shape], c, 64, rng)[0] if c else np.zeros(shape, bool)
+                 for source, shape, c in zip(rest, shapes, counts)]
+    return [r | e for r, e in zip(reserved, extra)]
+
+
+def _capped(targets, floors, free, left):
+    """ERK counts beyond the floors, within what each array has left, summing to `left`."""
+    counts = [min(max(t - f, 0), n) for t, f, n in zip(targets, floors, free)]
+    over = sum(counts) - left
+    for i in sorted(range(len(counts)), key=lambda i: -counts[i]):
+        if over <= 0:
+            break
+        take = min(over, counts[i])
+        counts[i] -= take
+        over -= take
+    for i in range(len(counts)):
+        if over >= 0:
+            break
+        add = min(-over, free[i] - counts[i])
+        counts[i] += add
+        over += add
+    return counts
+
+
+def erk_counts(shapes, k):
+    """Per-array kept counts summing to exactly `k`, by Erdős–Rényi-Kernel densities
+    (Evci et al., RigL, ICML 2020): an array of shape (d_1, ..., d_n) gets density
+    ε·(d_1 + ... + d_n)/(d_1·...·d_n), one ε for all, found as RigL finds it: an
+    array whose density would exceed 1 is kept whole and ε is solved again over
+    the rest. Counts are rounded by largest remainder."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    raw = [sum(shape) / size if size else 0.0 for shape, size in zip(shapes, sizes)]
+    dense = set()
+    while True:
+        budget = k - sum(sizes[i] for i in dense)
+        weight = sum(raw[i] * sizes[i] for i in range(len(sizes)) if i not in dense)
+        eps = budget / weight if weight > 0 else 0.0
+        over = {i for i in range(len(sizes)) if i not in dense and eps * raw[i] > 1.0}
+        if not over:
+            break
+        dense |= over
+    quotas = [float(sizes[i]) if i in dense else eps * raw[i] * sizes[i] for i in range(len(sizes))]
+    counts = [min(int(math.floor(q)), n) for q, n in zip(quotas, sizes)]
+    left = k - sum(counts)
+    order = sorted(range(len(sizes)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    while left > 0:  # largest remainder first; never above an array's size
+        for i in order:
+            if left and counts[i] < sizes[i]:
+                counts[i] += 1
+                left -= 1
+    return counts
+
+
 def _top_k(sources, shapes, k, width, rng):
     """Boolean masks keeping exactly the k largest entries over `sources`
     (callables returning score arrays of `shapes`)."""
@@ -187,7 +262,15 @@ def _top_k(sources, shapes, k, width, rng):
     return masks
 
 
-def select(scores, kappa, *, scope="global", seed=0):
+def check_min_kept(min_kept):
+    """Validates `min_kept_per_layer`: an int >= 0."""
+    if isinstance(min_kept, bool) or not isinstance(min_kept, (int, np.integer)) or min_kept < 0:
+        raise ValueError(f"Expected `min_kept_per_layer` to be an int >= 0. "
+                         f"Received: min_kept_per_layer={min_kept!r}")
+    return int(min_kept)
+
+
+def select(scores, kappa, *, scope="global", seed=0, min_kept_per_layer=0):
     """Masks keeping exactly the top-κ scores.
 
     Args:
@@ -198,14 +281,22 @@ def select(scores, kappa, *, scope="global", seed=0):
         kappa: see `kept_count`.
         scope: `"global"` ranks all scores together (SNIP); `"layerwise"`
             keeps the same fraction in every array (the count is split by
-            largest remainder, so the total is still exact).
+            largest remainder, so the total is still exact); `"erk"` gives
+            each array its Erdős–Rényi-Kernel share (`erk_counts`), then keeps
+            the top scores inside each.
         seed: breaks ties at the threshold.
+        min_kept_per_layer: a collapse guard: every array keeps at least this
+            many of its entries (its top scores; all of a smaller array), and
+            the rest of the count is selected by `scope` among the others. The
+            total stays exactly what `kappa` says (an error if the guard alone
+            needs more).
 
     Returns:
         A list of boolean arrays shaped like `scores`.
     """
     check_scope(scope)
     check_seed(seed)
+    min_kept = check_min_kept(min_kept_per_layer)
     if not scores:
         raise ValueError(f"No scores to select from. Received: scores={scores!r}")
     sources = [s if callable(s) else (lambda s=np.asarray(s): s) for s in scores]
@@ -227,8 +318,11 @@ def select(scores, kappa, *, scope="global", seed=0):
     total = sum(int(np.prod(shape)) for shape in shapes)
     k = kept_count(kappa, total)
     rng = np.random.default_rng(seed)
+    if min_kept:
+        return _guarded(sources, shapes, k, width, rng, scope, min_kept)
     if scope == "global":
         return _top_k(sources, shapes, k, width, rng)
-    counts = _apportion(k, [int(np.prod(shape)) for shape in shapes])
+    counts = (_apportion(k, [int(np.prod(shape)) for shape in shapes]) if scope == "layerwise"
+              else erk_counts(shapes, k))
     return [_top_k([source], [shape], c, width, rng)[0] if c else np.zeros(shape, bool)
             for source, shape, c in zip(sources, shapes, counts)]

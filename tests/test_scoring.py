@@ -133,8 +133,8 @@ def test_errors_name_the_problem():
     wrapped = sniptf.wrap(model)
     with pytest.raises(ValueError, match="has no MaskedLayer; call sniptf.wrap"):
         sniptf.saliency(model, (x, y))
-    with pytest.raises(ValueError, match=r"Unknown criterion.*Received: criterion='grasp'"):
-        sniptf.saliency(wrapped, (x, y), criterion="grasp")
+    with pytest.raises(ValueError, match=r"Unknown criterion.*Received: criterion='grasp2'"):
+        sniptf.saliency(wrapped, (x, y), criterion="grasp2")
     empty = tf.data.Dataset.from_tensor_slices((x, y)).take(0).batch(4)
     with pytest.raises(ValueError, match="yielded no batches"):
         sniptf.saliency(wrapped, empty)

@@ -79,7 +79,7 @@ def test_layerwise_keeps_the_same_fraction_per_array():
 
 
 def test_bad_scores_and_scope():
-    with pytest.raises(ValueError, match=r"Score array 1 \(shape \(2,\)\) has NaN or infinite"):
+    with pytest.raises(ValueError, match=r"Score array 1 has NaN or infinite.*Received: 1 non-finite of 2 entries"):
         selection.select([np.ones(3), np.array([1.0, np.nan])], 2)
     with pytest.raises(ValueError, match=r"Received: scope='per_layer'"):
         selection.select([np.ones(3)], 2, scope="per_layer")
@@ -152,3 +152,21 @@ def test_selection_holds_no_concatenated_copy():
     assert sum(int(m.sum()) for m in masks) == selection.kept_count(0.1, size * count)
     scores_bytes = 4 * size * count
     assert peak < 0.75 * scores_bytes, (peak, scores_bytes)
+
+
+def test_erk_counts_by_hand():
+    # densities ∝ (4+4)/16 = 0.5 and (100+100)/10000 = 0.02: k = ε·(8 + 200)
+    assert selection.erk_counts([(4, 4), (100, 100)], 208) == [8, 200]
+    # ε = 4.8 would give the small layer density 2.4: it is kept whole, the rest solved again
+    assert selection.erk_counts([(4, 4), (100, 100)], 1000) == [16, 984]
+    # a conv kernel (3, 3, 8, 16): (3+3+8+16)/1152; exact total whatever the rounding
+    counts = selection.erk_counts([(3, 3, 8, 16), (256, 10), (10,)], 777)
+    assert sum(counts) == 777 and counts[2] == 10  # the bias-like vector: density 1
+
+
+def test_erk_scope_keeps_the_top_scores_inside_each_array():
+    scores = [np.arange(16.0).reshape(4, 4), np.arange(10000.0).reshape(100, 100)]
+    masks = selection.select(scores, 208, scope="erk")
+    assert [int(m.sum()) for m in masks] == [8, 200]
+    assert masks[0].ravel()[8:].all() and not masks[0].ravel()[:8].any()
+    assert masks[1].ravel()[-200:].all()

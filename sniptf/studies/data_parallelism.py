@@ -247,8 +247,8 @@ def make_spec(workload, *, sparsities, batch_sizes, trials, incumbent_cutoff=Fal
                          f"sparsities={sparsities}, batch_sizes={batch_sizes}")
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"Expected trials to be an int >= 1. Received: trials={trials!r}")
-    if not 0.0 < workload.goal_error < 1.0:  # NaN fails too
-        raise ValueError(f"Expected goal_error in (0, 1) (a validation error rate). "
+    if not 0.0 <= workload.goal_error < 1.0:  # NaN fails too; 0 = never reached
+        raise ValueError(f"Expected goal_error in [0, 1) (a validation error rate). "
                          f"Received: goal_error={workload.goal_error!r}")
     eval_steps(workload.max_steps, workload.eval_every, workload.eval_growth)  # checks both
     return {"workload": workload.to_dict(), "sparsities": sparsities, "batch_sizes": batch_sizes,
