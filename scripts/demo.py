@@ -3,9 +3,7 @@
 A thin shell over `sniptf.commands.demo` (installed as `sniptf-demo`); --help lists the flags.
 """
 
-from absl import app
-
-from sniptf.commands.demo import main
+from sniptf.commands.demo import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -3,9 +3,7 @@
 A thin shell over `sniptf.commands.export` (installed as `sniptf-export`); --help lists the flags.
 """
 
-from absl import app
-
-from sniptf.commands.export import main
+from sniptf.commands.export import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -3,9 +3,7 @@
 A thin shell over `sniptf.commands.signal_propagation` (installed as `sniptf-signal-propagation`); --help lists the flags.
 """
 
-from absl import app
-
-from sniptf.commands.signal_propagation import main
+from sniptf.commands.signal_propagation import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

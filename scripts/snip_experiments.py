@@ -3,9 +3,7 @@
 A thin shell over `sniptf.commands.snip_experiments` (installed as `sniptf-snip-experiments`); --help lists the flags.
 """
 
-from absl import app
-
-from sniptf.commands.snip_experiments import main
+from sniptf.commands.snip_experiments import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

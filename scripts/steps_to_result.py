@@ -4,9 +4,7 @@ A thin shell over `sniptf.commands.steps_to_result` (installed as `sniptf-steps-
 --help lists the flags. Actions: prepare | work | resume | report.
 """
 
-from absl import app
-
-from sniptf.commands.steps_to_result import main
+from sniptf.commands.steps_to_result import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -3,9 +3,7 @@
 A thin shell over `sniptf.commands.train` (installed as `sniptf-train`); --help lists the flags.
 """
 
-from absl import app
-
-from sniptf.commands.train import main
+from sniptf.commands.train import run
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -2,6 +2,7 @@
 and the user's model and files exactly as they were."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -138,41 +139,42 @@ def test_bad_input_says_what_it_received_and_changes_nothing(case, pruned, tmp_p
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
-# Every script: values that parse but are wrong get the script's own "Received: --flag="
-# error; values absl itself rejects get absl's "flag --name=value: ..." error. Either
-# way before any work, and nothing is written.
+# Every script: values absl itself rejects (types, enums, bounds) stop in the commands'
+# flag parser, values that parse but are wrong in the script's own checks; both end
+# "Received: --flag=value", before any work, and nothing is written.
 FLAG_CASES = [
     ("train", ["--seed=-1"], "Received: --seed=-1"),
     ("train", ["--kappa=nan"], "Received: --kappa=nan"),
     ("train", ["--kernel_initializer=nope"], "Received: --kernel_initializer='nope'"),
     ("train", ["--learning_rate=nan"], "Received: --learning_rate=nan"),
     ("train", ["--weight_decay=-1"], "Received: --weight_decay=-1.0"),
-    ("train", ["--criterion=grasp2"], "flag --criterion=grasp2"),
-    ("train", ["--batch_size=0"], "flag --batch_size=0"),
+    ("train", ["--criterion=grasp2"], "Received: --criterion=grasp2"),
+    ("train", ["--batch_size=0"], "Received: --batch_size=0"),
     ("demo", ["--kappa=nan"], "Received: --kappa=nan"),
     ("demo", ["--learning_rate=nan"], "Received: --learning_rate=nan"),
     ("demo", ["--seed=-1"], "Received: --seed=-1"),
     ("export", ["--checkpoint_dir=/nonexistent"], "Received: --checkpoint_dir='/nonexistent'"),
-    ("export", ["--format=onnx"], "flag --format=onnx"),
+    ("export", ["--format=onnx"], "Received: --format=onnx"),
     ("snip_experiments", ["--seeds=-1"], "Received: --seeds=-1"),
-    ("snip_experiments", ["--epochs_scale=0"], "flag --epochs_scale=0"),
+    ("snip_experiments", ["--epochs_scale=0"], "Received: --epochs_scale=0"),
     ("signal_propagation", ["--learning_rate=nan"], "Received: --learning_rate=nan"),
     ("signal_propagation", ["--sparsities=nan"], r"Received: --sparsities=\[nan\]"),
-    ("signal_propagation", ["--sparsities=1.5"], "flag --sparsities=1.5"),
+    ("signal_propagation", ["--sparsities=1.5"], "Received: --sparsities=1.5"),
     ("steps_to_result", ["prepare", "--goal_error=2"], "Received: --goal_error=2.0"),
     ("steps_to_result", ["prepare", "--sparsities=nan"], r"Received: --sparsities=\[nan\]"),
-    ("steps_to_result", ["prepare", "--batch_sizes=0"], "flag --batch_sizes=0"),
+    ("steps_to_result", ["prepare", "--batch_sizes=0"], "Received: --batch_sizes=0"),
     ("steps_to_result", ["bogus"], r"Received: \['bogus'\]"),
 ]
 
 
 @pytest.mark.parametrize("script,argv,match", FLAG_CASES,
                          ids=[f"{s} {' '.join(a)}" for s, a, _ in FLAG_CASES])
-def test_bad_flags_fail_before_work_and_write_nothing(script, argv, match, tmp_path):
+def test_bad_flags_fail_before_work_and_write_nothing(script, argv, match, tmp_path, capsys):
     from absl import app
     from absl import flags
     from conftest import load_script
-    from conftest import run_main
+
+    from sniptf import commands
 
     out = tmp_path / "out"
     dirs = {"train": "output_dir", "demo": "output_dir", "export": "output_dir",
@@ -182,6 +184,13 @@ def test_bad_flags_fail_before_work_and_write_nothing(script, argv, match, tmp_p
     if script in ("snip_experiments", "signal_propagation"):
         where.append(f"--figures_dir={out / 'figures'}")
     module = load_script(script)
-    with pytest.raises((app.UsageError, flags.IllegalFlagValueError), match=match):
-        run_main(module, [script, *argv, *where])
+    flags.FLAGS.unparse_flags()
+    try:  # what the command's run() does first
+        remaining = commands.parse_flags([script, *argv, *where])
+    except SystemExit as e:
+        assert e.code == 1
+        assert re.search(match, capsys.readouterr().err)
+    else:
+        with pytest.raises(app.UsageError, match=match):
+            module.main(remaining)
     assert not out.exists()

@@ -20,6 +20,7 @@ from sniptf import models
 from sniptf import run_dir
 from sniptf import selection
 from sniptf import training
+from sniptf.commands import run_command
 from sniptf.saved_model import export
 from sniptf.studies import demo
 
@@ -61,7 +62,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_command(main)
 
 
 if __name__ == "__main__":

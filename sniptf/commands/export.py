@@ -11,6 +11,7 @@ from absl import logging
 
 from sniptf import saved_model
 from sniptf import training
+from sniptf.commands import run_command
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint_dir", None, "A sniptf-train --output_dir (or its checkpoints/).")
@@ -36,7 +37,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_command(main)
 
 
 if __name__ == "__main__":

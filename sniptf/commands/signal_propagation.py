@@ -14,6 +14,7 @@ from absl import logging
 
 from sniptf import data
 from sniptf import training
+from sniptf.commands import run_command
 from sniptf.studies import signal
 
 FLAGS = flags.FLAGS
@@ -62,7 +63,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_command(main)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from absl import logging
 
 from sniptf import selection
 from sniptf import training
+from sniptf.commands import run_command
 from sniptf.studies import snip
 
 FLAGS = flags.FLAGS
@@ -60,7 +61,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_command(main)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from sniptf.commands import run_command
 from sniptf.studies import data_parallelism as dps
 
 ACTIONS = ("prepare", "work", "resume", "report")
@@ -99,7 +100,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_command(main)
 
 
 if __name__ == "__main__":

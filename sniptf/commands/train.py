@@ -23,6 +23,7 @@ from sniptf import models
 from sniptf import run_dir
 from sniptf import scoring
 from sniptf import training
+from sniptf.commands import run_command
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "lenet_300_100", sorted(models.MODELS), "Zoo model.")
@@ -84,7 +85,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_command(main)
 
 
 if __name__ == "__main__":
