@@ -164,6 +164,8 @@ FLAG_CASES = [
     ("steps_to_result", ["prepare", "--sparsities=nan"], r"Received: --sparsities=\[nan\]"),
     ("steps_to_result", ["prepare", "--batch_sizes=0"], "Received: --batch_sizes=0"),
     ("steps_to_result", ["bogus"], r"Received: \['bogus'\]"),
+    ("compare_criteria", ["--sparsities=1.0"], r"Received: --sparsities=\[1.0\]"),
+    ("compare_criteria", ["--criteria=gras"], "Received: --criteria=gras"),
 ]
 
 
@@ -179,9 +181,9 @@ def test_bad_flags_fail_before_work_and_write_nothing(script, argv, match, tmp_p
     out = tmp_path / "out"
     dirs = {"train": "output_dir", "demo": "output_dir", "export": "output_dir",
             "snip_experiments": "output_dir", "signal_propagation": "output_dir",
-            "steps_to_result": "study_dir"}
+            "steps_to_result": "study_dir", "compare_criteria": "output_dir"}
     where = [f"--{dirs[script]}={out}"]
-    if script in ("snip_experiments", "signal_propagation"):
+    if script in ("snip_experiments", "signal_propagation", "compare_criteria"):
         where.append(f"--figures_dir={out / 'figures'}")
     module = load_script(script)
     flags.FLAGS.unparse_flags()

@@ -121,3 +121,20 @@ def test_snip_experiments_script_smoke(tmp_path):
     assert os.path.getmtime(next((out / "runs").rglob("metrics.json"))) == before
     with pytest.raises(flags.IllegalFlagValueError, match="fashion_mnist"):
         _run(module, ["snip_experiments", "--datasets=imagenet", f"--output_dir={out}"])
+
+
+def test_compare_criteria_script_smoke(tmp_path):
+    module = _load("compare_criteria")
+    out, figures = tmp_path / "out", tmp_path / "figures"
+    argv = ["compare_criteria", "--dataset=mnist10k", "--models=lenet_300_100", "--criteria=snip",
+            "--criteria=synflow", "--sparsities=0.9", "--seeds=0", "--budget_percent=1",
+            f"--output_dir={out}", f"--figures_dir={figures}"]
+    _run(module, argv)
+    rows = json.load(open(out / "results.json"))
+    assert {(r["criterion"], r["kappa"]) for r in rows} == {("none", 1.0), ("snip", 0.1), ("synflow", 0.1)}
+    assert all(r["seeds"] == 1 and 0.0 <= r["test_error_mean"] <= 100.0 for r in rows)
+    assert "synflow" in (out / "table.md").read_text()
+    assert (figures / "criteria_error_vs_sparsity.png").stat().st_size > 5_000
+    bad = [a for a in argv if not a.startswith("--sparsities")] + ["--sparsities=1.0"]
+    with pytest.raises(app.UsageError, match=r"Received: --sparsities=\[1.0\]"):
+        _run(module, bad)

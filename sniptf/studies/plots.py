@@ -204,3 +204,30 @@ def data_parallelism(results, out_dir):
         ax.legend(fontsize=8)
         paths.append(_save(fig, os.path.join(out_dir, "lipschitz.png")))
     return paths
+
+
+def error_vs_sparsity(rows, path, title=""):
+    """Test error (mean ± std over seeds) against sparsity, one line per criterion and
+    one panel per model; the dense error as a horizontal line."""
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(5.4 * len(models), 3.9), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model]
+        for criterion in sorted({r["criterion"] for r in mine} - {"none"}):
+            pts = sorted((r["sparsity"], r["test_error_mean"], r["test_error_std"])
+                         for r in mine if r["criterion"] == criterion)
+            s, m, sd = zip(*pts)
+            ax.errorbar([100 * (1 - v) for v in s], m, yerr=sd, marker="o", capsize=3,
+                        label=criterion, alpha=0.85)
+        dense = [r["test_error_mean"] for r in mine if r["criterion"] == "none"]
+        if dense:
+            ax.axhline(dense[0], color="black", linewidth=0.8, linestyle="--", label="dense")
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("weights kept (%), log scale")
+        ax.set_ylabel("test error (%)")
+        ax.set_title(model)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

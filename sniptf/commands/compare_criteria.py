@@ -1,0 +1,57 @@
+"""Pruning criteria compared on one recipe (issue 13): dense, random, magnitude, SNIP,
+FORCE, GraSP and SynFlow on LeNet-300-100 and LeNet-5-Caffe.
+
+    sniptf-compare-criteria --output_dir=out/criteria --figures_dir=docs/figures
+
+Resumable: each run writes <output_dir>/runs/<dataset>/<model>/<run>/seed<k>/ and
+finished runs are skipped. Writes results.json and table.md into --output_dir and
+criteria_error_vs_sparsity.png into --figures_dir.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from sniptf import data
+from sniptf import training
+from sniptf.commands import run_command
+from sniptf.studies import criteria_comparison as study
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", "fashion_mnist", sorted(data.DATASETS), "Dataset (standardized).")
+flags.DEFINE_multi_enum("models", list(study.MODELS), list(study.MODELS), "Models.")
+flags.DEFINE_multi_enum("criteria", list(study.CRITERIA), list(study.CRITERIA), "Criteria (dense always runs).")
+flags.DEFINE_multi_float("sparsities", list(study.SPARSITIES), "Sparsities in (0, 1).")
+flags.DEFINE_multi_integer("seeds", [0, 1, 2], "Seeds.")
+flags.DEFINE_integer("budget_percent", 100, "Percent of the step budgets in study.BUDGETS.",
+                     lower_bound=1)
+flags.DEFINE_string("output_dir", "out/criteria", "results.json, table.md and runs/ go here.")
+flags.DEFINE_string("figures_dir", "out/criteria/figures", "The figure goes here.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not all(0.0 < s < 1.0 for s in FLAGS.sparsities):
+        raise app.UsageError(f"Expected --sparsities in (0, 1). Received: --sparsities={FLAGS.sparsities}")
+    for name in ("output_dir", "figures_dir"):
+        try:
+            training.check_output_dir(FLAGS[name].value)
+        except ValueError as e:
+            raise app.UsageError(str(e).replace("Received: output_dir=", f"Received: --{name}=")) from e
+    scale = FLAGS.budget_percent / 100
+    budgets = {m: tuple(max(1, int(round(v * scale))) for v in b) for m, b in study.BUDGETS.items()}
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    print(study.run(output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir, dataset=FLAGS.dataset,
+                    models=FLAGS.models, sparsities=FLAGS.sparsities, seeds=FLAGS.seeds,
+                    budgets=budgets, criteria=FLAGS.criteria, log=logging.info))
+
+
+def run():
+    run_command(main)
+
+
+if __name__ == "__main__":
+    run()
