@@ -34,3 +34,14 @@ def parse_flags(argv):
 def run_command(main):
     """`app.run(main)` with `parse_flags`."""
     app.run(main, flags_parser=parse_flags)
+
+
+def check_dir_flags(*names):
+    """Raises `app.UsageError` naming the flag if a directory flag cannot be written
+    (`run_dir.check`; nothing is created)."""
+    from sniptf import run_dir
+    for name in names:
+        try:
+            run_dir.check(flags.FLAGS[name].value)
+        except ValueError as e:
+            raise app.UsageError(str(e).replace("Received: output_dir=", f"Received: --{name}=")) from e

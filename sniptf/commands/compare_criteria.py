@@ -15,7 +15,7 @@ from absl import flags
 from absl import logging
 
 from sniptf import data
-from sniptf import training
+from sniptf.commands import check_dir_flags
 from sniptf.commands import run_command
 from sniptf.studies import criteria_comparison as study
 
@@ -36,11 +36,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not all(0.0 < s < 1.0 for s in FLAGS.sparsities):
         raise app.UsageError(f"Expected --sparsities in (0, 1). Received: --sparsities={FLAGS.sparsities}")
-    for name in ("output_dir", "figures_dir"):
-        try:
-            training.check_output_dir(FLAGS[name].value)
-        except ValueError as e:
-            raise app.UsageError(str(e).replace("Received: output_dir=", f"Received: --{name}=")) from e
+    check_dir_flags("output_dir", "figures_dir")
     scale = FLAGS.budget_percent / 100
     budgets = {m: tuple(max(1, int(round(v * scale))) for v in b) for m, b in study.BUDGETS.items()}
     os.makedirs(FLAGS.output_dir, exist_ok=True)

@@ -13,7 +13,7 @@ from absl import flags
 from absl import logging
 
 from sniptf import data
-from sniptf import training
+from sniptf.commands import check_dir_flags
 from sniptf.commands import run_command
 from sniptf.studies import signal
 
@@ -44,11 +44,7 @@ def main(argv):
     for name in ("sparsities", "train_sparsities"):
         if not all(0.0 <= s < 1.0 for s in FLAGS[name].value):  # NaN fails too
             raise app.UsageError(f"Expected --{name} in [0, 1). Received: --{name}={FLAGS[name].value}")
-    for name in ("output_dir", "figures_dir"):
-        try:
-            training.check_output_dir(FLAGS[name].value)
-        except ValueError as e:
-            raise app.UsageError(str(e).replace("Received: output_dir=", f"Received: --{name}=")) from e
+    check_dir_flags("output_dir", "figures_dir")
     for d in (FLAGS.output_dir, FLAGS.figures_dir):
         os.makedirs(d, exist_ok=True)
     FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))

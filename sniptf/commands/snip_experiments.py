@@ -20,7 +20,7 @@ from absl import flags
 from absl import logging
 
 from sniptf import selection
-from sniptf import training
+from sniptf.commands import check_dir_flags
 from sniptf.commands import run_command
 from sniptf.studies import snip
 
@@ -44,11 +44,7 @@ def main(argv):
             selection.check_seed(seed)
     except TypeError as e:
         raise app.UsageError(str(e).replace("Received: seed=", "Received: --seeds=")) from e
-    for name in ("output_dir", "figures_dir"):
-        try:
-            training.check_output_dir(FLAGS[name].value)
-        except ValueError as e:
-            raise app.UsageError(str(e).replace("Received: output_dir=", f"Received: --{name}=")) from e
+    check_dir_flags("output_dir", "figures_dir")
     for d in (FLAGS.output_dir, FLAGS.figures_dir):
         os.makedirs(d, exist_ok=True)
     FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
