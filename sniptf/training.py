@@ -95,6 +95,8 @@ class TrainConfig:
     standardize: bool = False
     kappa: float = 0.05
     criterion: str = "snip"
+    scope: str = "global"
+    min_kept_per_layer: int = 0
     batch_size: int = 100
     train_steps: int = 1000
     eval_every: int = 100
@@ -158,6 +160,8 @@ def prepare(config):
                            end_factor=config.lr_end_factor)
     check_optimizer(config.optimizer, config.momentum, config.weight_decay)
     selection.check_seed(config.seed)
+    selection.check_scope(config.scope)
+    selection.check_min_kept(config.min_kept_per_layer)
     if config.kernel_initializer:
         initializers.get(config.kernel_initializer)
     distribute.check_strategy(config.strategy, tpu=config.tpu,
@@ -243,7 +247,8 @@ def _run_locked(plan, strategy, out, wall_start):
             model = dense
         else:
             model = prune(dense, splits.score_batch, kappa=config.kappa,
-                          criterion=config.criterion, seed=config.seed)
+                          criterion=config.criterion, seed=config.seed, scope=config.scope,
+                          min_kept_per_layer=config.min_kept_per_layer)
         schedule = learning_rate_schedule(
             config.lr_schedule, config.learning_rate, train_steps=config.train_steps,
             decay_every=config.lr_decay_every, decay_factor=config.lr_decay_factor,
@@ -290,7 +295,8 @@ def _run_locked(plan, strategy, out, wall_start):
     report = sparsity(best) if config.criterion != NO_PRUNING else None
     metrics = {
         "model": config.model, "dataset": config.dataset, "standardize": config.standardize,
-        "criterion": config.criterion,
+        "criterion": config.criterion, "scope": config.scope,
+        "min_kept_per_layer": config.min_kept_per_layer,
         "kappa": config.kappa if config.criterion != NO_PRUNING else 1.0,
         "dense_parameters": int(dense.count_params()),
         "prunable_weights": report.total.total if report else None,

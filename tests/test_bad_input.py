@@ -150,6 +150,8 @@ FLAG_CASES = [
     ("train", ["--weight_decay=-1"], "Received: --weight_decay=-1.0"),
     ("train", ["--criterion=grasp2"], "Received: --criterion=grasp2"),
     ("train", ["--batch_size=0"], "Received: --batch_size=0"),
+    ("train", ["--scope=local"], "Received: --scope=local"),
+    ("train", ["--min_kept_per_layer=-1"], "Received: --min_kept_per_layer=-1"),
     ("demo", ["--kappa=nan"], "Received: --kappa=nan"),
     ("demo", ["--learning_rate=nan"], "Received: --learning_rate=nan"),
     ("demo", ["--seed=-1"], "Received: --seed=-1"),

@@ -118,8 +118,10 @@ def test_force_can_bring_back_a_pruned_connection(monkeypatch):
 
 def test_train_accepts_the_new_criteria(tmp_path):
     metrics = training.run(training.TrainConfig(criterion="grasp", train_steps=4, eval_every=4,
-                                                batch_size=32, output_dir=str(tmp_path / "g")))
+                                                batch_size=32, scope="erk", min_kept_per_layer=5,
+                                                output_dir=str(tmp_path / "g")))
     assert metrics["criterion"] == "grasp" and metrics["kept_weights"] == round(0.05 * 266_200)
+    assert metrics["scope"] == "erk" and min(metrics["sparsity_per_layer"].values()) < 1.0
     assert json.load(open(tmp_path / "g" / "metrics.json"))["steps"] == 4
 
 

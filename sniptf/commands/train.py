@@ -22,6 +22,7 @@ from sniptf import distribute
 from sniptf import models
 from sniptf import run_dir
 from sniptf import scoring
+from sniptf import selection
 from sniptf import training
 from sniptf.commands import run_command
 
@@ -33,6 +34,10 @@ flags.DEFINE_bool("standardize", False, "Standardize inputs with the training sp
 flags.DEFINE_float("kappa", 0.05, "Fraction of prunable weights kept, in (0, 1].")
 flags.DEFINE_enum("criterion", "snip", sorted(scoring.CRITERIA) + [training.NO_PRUNING],
                   "Pruning criterion; 'none' trains the dense model.")
+flags.DEFINE_enum("scope", "global", list(selection.SCOPES),
+                  "Selection: global ranking, the same fraction per layer, or ERK budgets.")
+flags.DEFINE_integer("min_kept_per_layer", 0, "Collapse guard: weights every layer keeps at least.",
+                     lower_bound=0)
 flags.DEFINE_integer("batch_size", 100, "Global batch size.", lower_bound=1)
 flags.DEFINE_integer("train_steps", 1000, "Training steps.", lower_bound=1)
 flags.DEFINE_integer("eval_every", 100, "Steps between validations, checkpoints and backups "
