@@ -21,7 +21,7 @@ setup: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# the property-based tests with many more examples (about an hour)
+# the property-based tests with many more examples (about 10 minutes here)
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q tests/test_properties.py tests/test_selection.py
 

@@ -165,6 +165,15 @@ def synflow(model, entries, data):
         raise ValueError(f"SynFlow's R overflowed even in float64 (R={float(r)}); the network is "
                          "too deep or its weights too large for the linearized pass. "
                          f"Received: model={model.name!r}")
-    # divided by R (the share of the flow through each connection): the ranking is the
-    # same and the scores fit float32 (R alone may not)
+    if float(r) <= 0:
+        # SynFlow assumes every path carries a positive product: a fixed negative offset
+        # (e.g. a Rescaling layer mapping [0, 255] to [-1, 1], as MobileNetV3 has) turns
+        # the all-ones input negative and a ReLU then zeroes the whole flow
+        raise ValueError(
+            f"SynFlow's R is {float(r)}: the network with |θ| gives no positive output for an "
+            "all-ones input, so there is no synaptic flow to score. A layer with a fixed "
+            "negative offset (e.g. a Rescaling to [-1, 1]) before a ReLU does this; prune the "
+            f"model without its preprocessing layers. Received: model={model.name!r}")
+    # divided by R (the share of the flow through each connection), kept in float64:
+    # the ranking is the same, and shares far below float32's range stay distinct
     return [np.abs(c.numpy() * g.numpy()) / float(r) for c, g in zip(stand_ins, grads)]
