@@ -96,9 +96,11 @@ def measure(name, criterion, size):
             if emptied:
                 first_empty = emptied[0]
                 break
-            best = max([k for k in GRID if k >= count / total], default=None, key=lambda k: -k)
+            best = min([k for k in GRID if k >= count / total], default=None)
             for e in entries:
                 e.mask.assign(masks[e.key])
+        if first_empty is None:  # the whole schedule ran: 10^-4 reached, no layer emptied
+            best = GRID[-1]
     return {"model": name, "criterion": criterion, "prunable": total,
             "max_sparsity": None if best is None else 1.0 - best, "first_emptied": first_empty}
 
@@ -115,9 +117,10 @@ def main(argv):
                 start = time.perf_counter()
                 try:
                     result = measure(name, criterion, FLAGS.size)
-                except ValueError as e:  # e.g. SynFlow on a network with no positive flow
+                except Exception as e:  # noqa: BLE001 - e.g. SynFlow with no positive flow: report it
                     result = {"model": name, "criterion": criterion, "max_sparsity": None,
-                              "first_emptied": None, "error": str(e).splitlines()[0][:160]}
+                              "first_emptied": None,
+                              "error": f"{type(e).__name__}: " + " ".join(str(e).split())[:200]}
                 result["seconds"] = round(time.perf_counter() - start, 1)
                 print("RESULT " + json.dumps(result), flush=True)
         return 0
@@ -131,7 +134,8 @@ def main(argv):
             print(f"FAIL {name}: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
         for r in found:
             s = (f"n/a ({r['error']})" if r.get("error") else "collapses above 90%"
-                 if r["max_sparsity"] is None else f"{r['max_sparsity']:.4%}")
+                 if r["max_sparsity"] is None else f"{r['max_sparsity']:.4%}"
+                 + (" (the grid's end)" if r["first_emptied"] is None else ""))
             print(f"{r['model']:18s} {r['criterion']:9s} max sparsity without an emptied layer {s}"
                   f"  (first emptied: {r['first_emptied']}; {r['seconds']} s)", flush=True)
             if FLAGS.output:
