@@ -177,7 +177,7 @@ def column_blocks(width, min_width=128):
     """`(start, stop)` column ranges, one per CPU core of the exporting machine
     (at least `min_width` wide): TensorFlow runs the blocks' products side by
     side. On 2 cores, for the 99%-sparse 4096-wide MLP's kernels
-    (benchmarks/sparse_kernels.py): 1.85x faster at batch 64, where it turns
+    (benchmarks/sparse_kernels.py): 1.75-1.85x faster at batch 64, where it turns
     the sparse product from slower than dense to faster; no change at batch 1."""
     count = max(1, min(os.cpu_count() or 1, width // min_width))
     edges = np.linspace(0, width, count + 1).astype(int)
@@ -197,8 +197,8 @@ def sparse_blocks(kernel):
 
 def _sparse_product(sparse_kernel, x):
     """x @ W for W a SparseTensor: (W^T x^T)^T with `adjoint_a=True`. Measured on
-    tf-cpu 2.21 (4096x4096, 1% and 5% kept; benchmarks/sparse_kernels.py): 1.3-1.7x
-    faster at batch 1 than a SparseTensor of W^T, and transposing x first is 2-5x
+    tf-cpu 2.21 (4096x4096, 1% and 5% kept): 1.1-1.7x faster at batch 1 than a
+    SparseTensor of W^T (benchmarks/sparse_kernels.py; runs differ), and transposing x first is 2-5x
     faster than `adjoint_b=True` for batches of 16 or more."""
     return tf.transpose(tf.sparse.sparse_dense_matmul(sparse_kernel, tf.transpose(x),
                                                       adjoint_a=True))
