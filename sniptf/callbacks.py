@@ -268,6 +268,8 @@ class Backup(keras.callbacks.BackupAndRestore):
             loaded = 0
         self.restored_epoch = loaded
         _keras_compat.set_initial_epoch(self.model, loaded)
+        if loaded:
+            logging.info("sniptf: resuming after epoch %d (backup %s)", loaded, self.backup_dir)
         for problem in problems:
             logging.warning("sniptf: %s; moved to %s", problem, self._corrupt_dir())
         if problems or (target and not loaded):

@@ -13,7 +13,7 @@
   its statistics linearized too); score |θ ⊙ ∂R/∂θ| at the current mask; `prune`
   iterates it over 100 rounds, keeping κ^(r/100) of the weights after round r
   (the paper's exponential schedule). R is a product of |θ| over the depth and
-  overflows float32 in deep networks (ResNet-50: ~1e60 here), so the pass runs
+  can overflow float32 in deep networks, so the pass runs
   in float64 (every layer's compute dtype is switched for the pass and put back;
   the weights stay float32): exact up to 1e308, where any rescaling of layers
   would change the scores' relative sizes across residual paths of different

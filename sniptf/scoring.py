@@ -350,8 +350,8 @@ def _in_turn(model, dataset, criterion, num_batches, loss, batch_size, seed, bn_
     if criterion.model_level:
         data = criteria.Data(dataset, num_batches, loss, batch_size, bn_training)
         for e, scores in zip(entries, criterion.fn(model, entries, data)):
-            # float64 scores stay float64: SynFlow's shares of R span more than float32
-            # (ResNet-50: a shortcut's share is below 1e-45 of a main path's)
+            # float64 scores stay float64: SynFlow's shares of R can span more than
+            # float32 holds (a residual shortcut carries a tiny share of the flow)
             scores = np.asarray(scores)
             scores = scores.astype(np.float64 if scores.dtype == np.float64 else np.float32,
                                    copy=False).reshape(e.weight.shape)

@@ -258,7 +258,6 @@ def _run_locked(plan, strategy, out, wall_start):
                       loss, metrics=["accuracy"])
     digest_at_prune = mask_digest(model)
     backup = callbacks_lib.Backup(os.path.join(out, "backup"))
-    resumed_epoch = callbacks_lib.Backup.newest_good_epoch(backup.backup_dir)
     checkpoints = os.path.join(out, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
     best_model = callbacks_lib.BestModel(os.path.join(checkpoints, "best.keras"))
@@ -272,10 +271,9 @@ def _run_locked(plan, strategy, out, wall_start):
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
         callbacks_lib.Progress(config.train_steps),
     ]
-    logging.info("training %s (%s, kappa=%s) on %s for %d steps under %s (%d replicas)%s",
+    logging.info("training %s (%s, kappa=%s) on %s for %d steps under %s (%d replicas)",
                  config.model, config.criterion, config.kappa, config.dataset, config.train_steps,
-                 config.strategy, strategy.num_replicas_in_sync,
-                 f", resuming after epoch {resumed_epoch}" if resumed_epoch else "")
+                 config.strategy, strategy.num_replicas_in_sync)
     with strategy.scope(), _keras_compat.multi_worker_fit(model, strategy, splits.score_batch):
         model.fit(splits.train, validation_data=splits.validation, epochs=plan.epochs,
                   steps_per_epoch=plan.steps_per_epoch, shuffle=False, callbacks=callbacks, verbose=0)

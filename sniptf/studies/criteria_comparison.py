@@ -12,8 +12,6 @@ worker process replaced every few runs.
 import json
 import os
 
-import numpy as np
-
 from sniptf import training
 from sniptf.studies import snip
 from sniptf.studies.common import markdown_table
@@ -73,7 +71,3 @@ def run(*, output_dir, figures_dir, dataset="fashion_mnist", models=MODELS,
                                   "checkpoint")
     return table
 
-
-def dense_error(rows, model):
-    errors = [r["test_error_mean"] for r in rows if r["model"] == model and r["criterion"] == "none"]
-    return float(np.mean(errors)) if errors else float("nan")
