@@ -135,10 +135,31 @@ def _ones_like_inputs(model, dtype):
     return ones(inputs[0]) if len(inputs) == 1 else [ones(t) for t in inputs]
 
 
+# Normalizations over the features divide out the scale of their input (and the
+# centring ones subtract its mean): the network is then not positively homogeneous
+# in its weights, R is not 1ᵀ(∏|θ_l|)1 and can be negative (ConvNeXt's is). SynFlow's
+# paper and code linearize batch-norm only (eval mode: a fixed affine map).
+_FEATURE_NORMS = tuple(getattr(keras.layers, name) for name in (
+    "LayerNormalization", "GroupNormalization", "RMSNormalization", "UnitNormalization")
+    if hasattr(keras.layers, name))
+
+
+def _check_linearizable(layers, model):
+    norms = [layer for layer in layers if isinstance(layer, _FEATURE_NORMS)]
+    if norms:
+        raise ValueError(
+            f"SynFlow scores the network with |θ| as a product of its layers, which "
+            f"{type(norms[0]).__name__} {norms[0].name!r} is not: it normalizes over the "
+            f"features (SynFlow is defined for linear layers, ReLUs, pooling and batch-norm). "
+            f"Use criterion='snip', 'force' or 'grasp' for this model. Received: model="
+            f"{model.name!r} with {len(norms)} such layer(s)")
+
+
 def synflow(model, entries, data):
     """|c ⊙ ∂R/∂c| per masked weight, R the linearized network's output sum (float64)."""
     del data  # data-free
     layers = _keras_compat.all_layers(model)
+    _check_linearizable(layers, model)
     policies = [layer.dtype_policy for layer in layers]
     stand_ins = [tf.cast(e.mask.value, tf.float64) for e in entries]
     # every float parameter (kernels, biases, batch-norm's scale, offset and statistics)

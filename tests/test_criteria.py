@@ -68,6 +68,30 @@ def test_synflow_does_not_overflow_where_float32_would():
     assert sniptf.sparsity(pruned).kept == selection.kept_count(0.1, sum(w * w for w in widths[1:]))
 
 
+@pytest.mark.parametrize("middle, message", [
+    # a fixed negative offset before a ReLU: no positive flow (MobileNetV3's preprocessing)
+    (lambda: keras.layers.Rescaling(1.0, offset=-100.0), r"SynFlow's R is 0\.0.*preprocessing"),
+    # a feature normalization: not a product of the layers (ConvNeXt; before, a float64/float32
+    # InvalidArgumentError inside LayerNormalization, or a negative R blamed on preprocessing)
+    (keras.layers.LayerNormalization, r"LayerNormalization 'ln' is not.*criterion='snip'"),
+])
+def test_synflow_refuses_networks_without_a_positive_product_flow(middle, message):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu")(inputs)
+    layer = middle()
+    if isinstance(layer, keras.layers.LayerNormalization):
+        layer = keras.layers.LayerNormalization(name="ln")
+    else:
+        h = keras.layers.ReLU()(layer(h))
+        layer = keras.layers.Identity()
+    model = keras.Model(inputs, keras.layers.Dense(3)(layer(h)))
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=message + ".*Received: model="):
+        sniptf.prune(model, None, kappa=0.1, criterion="synflow")
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
 @pytest.mark.parametrize("criterion", ["grasp", "synflow", "force"])
 @pytest.mark.parametrize("scope", selection.SCOPES)
 def test_exact_counts_and_determinism(criterion, scope):
