@@ -86,7 +86,7 @@ def main(argv):
             training.run(plan, strategy)
     except run_dir.OutputDirInUse as e:
         raise app.UsageError(training.as_flags(str(e))) from e
-    logging.info("metrics written to %s", os.path.join(FLAGS.output_dir, "metrics.json"))
+    logging.info("metrics written to %s", os.path.join(out, "metrics.json"))  # a non-chief: its own
 
 
 def run():
