@@ -185,6 +185,27 @@ def _sha256(path):
     return digest.hexdigest()
 
 
+def _sha256_or_none(path):
+    try:
+        return _sha256(path)
+    except OSError:
+        return None
+
+
+def _link_or_copy(source, target):
+    """A hard link (the source is only ever replaced, never written in place,
+    so the link keeps its content), or a copy where links are not possible."""
+    if os.path.exists(target):
+        os.remove(target)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+_BEST_FILE, _BEST_RECORD = "best.keras", "best.keras.json"
+
+
 class Backup(keras.callbacks.BackupAndRestore):
     """`BackupAndRestore` whose backups can be trusted.
 
@@ -199,11 +220,23 @@ class Backup(keras.callbacks.BackupAndRestore):
     training starts clean, with a warning. A load that fails midway puts
     every variable back as it was. Nothing is written once a `Divergence`
     callback has fired, and a diverged run keeps its backup.
+
+    With `best_model` (a `BestModel` placed before this callback), each
+    generation also holds the best model as of its epoch (hard-linked, so no
+    copy), and resuming from epoch n puts that one back: the resumed run is
+    the run that was interrupted, whatever happened after epoch n before the
+    kill. Without it the workers of a multi-worker job can resume with
+    different best models (a worker killed before its last save), decide
+    differently whether to save, and so call `model.save`'s collectives out of
+    step with the others — a hang, then TensorFlow's "tasks are unhealthy".
+    A best model no generation accounts for is moved to
+    `<checkpoints>/abandoned-<time>/`, never deleted.
     """
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, best_model=None):
         super().__init__(backup_dir)
         self.restored_epoch = 0
+        self.best_model = best_model
 
     # --- where generations live ---
     def _generations(self):
@@ -224,6 +257,12 @@ class Backup(keras.callbacks.BackupAndRestore):
             good = _sha256(weights) == meta["sha256"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"backup {directory!r} is unreadable ({type(e).__name__}: {e})") from None
+        best = meta.get("best_sha256")
+        if good and best:
+            try:
+                good = _sha256(os.path.join(directory, _BEST_FILE)) == best
+            except OSError as e:
+                raise ValueError(f"backup {directory!r} is unreadable ({type(e).__name__}: {e})") from None
         if not good:
             raise ValueError(f"backup {directory!r} does not match its checksum (truncated or corrupt)")
         return meta
@@ -268,6 +307,8 @@ class Backup(keras.callbacks.BackupAndRestore):
             loaded = 0
         self.restored_epoch = loaded
         _keras_compat.set_initial_epoch(self.model, loaded)
+        if self.best_model is not None:
+            self._restore_best(dict(good).get(loaded))
         if loaded:
             logging.info("sniptf: resuming after epoch %d (backup %s)", loaded, self.backup_dir)
         for problem in problems:
@@ -298,6 +339,32 @@ class Backup(keras.callbacks.BackupAndRestore):
             self._restore(before)
             raise ValueError(f"backup {weights!r} could not be loaded ({type(e).__name__}: {e})") from e
 
+    def _restore_best(self, directory):
+        """Puts back the best model of the generation resumed from (`directory`, or
+        None for a clean start); a backup written without one leaves it alone."""
+        path = self.best_model.path
+        meta = {}
+        if directory is not None:
+            with open(os.path.join(directory, "metadata.json")) as f:
+                meta = json.load(f)
+            if "best_sha256" not in meta:
+                return  # written before backups held the best model
+        saved = os.path.join(directory, _BEST_FILE) if meta.get("best_sha256") else None
+        if saved and _sha256(saved) == _sha256_or_none(path):
+            return  # already the one in place
+        current = [f for f in (path, path + ".json") if os.path.exists(f)]
+        if current:  # from epochs after the one resumed from: set aside, not deleted
+            aside = os.path.join(os.path.dirname(path), f"abandoned-{time.time_ns()}")
+            os.makedirs(aside)
+            for f in current:
+                os.replace(f, os.path.join(aside, os.path.basename(f)))
+            logging.warning("sniptf: the best model saved after the epoch resumed from was moved "
+                            "to %s", aside)
+        if saved:
+            for name, target in ((_BEST_FILE, path), (_BEST_RECORD, path + ".json")):
+                _link_or_copy(os.path.join(directory, name), target + ".restoring")
+                os.replace(target + ".restoring", target)
+
     def _corrupt_dir(self):
         # beside the backup directory, which a finished fit deletes
         return os.path.normpath(self.backup_dir) + ".corrupt"
@@ -317,6 +384,13 @@ class Backup(keras.callbacks.BackupAndRestore):
         weights = os.path.join(tmp, "backup.weights.h5")
         self.model.save_weights(weights, overwrite=True)
         meta = {"epoch": self._current_epoch, "sha256": _sha256(weights)}
+        if self.best_model is not None:
+            meta["best_sha256"] = None  # no best model yet
+            path = self.best_model.path
+            if os.path.exists(path) and os.path.exists(path + ".json"):
+                _link_or_copy(path, os.path.join(tmp, _BEST_FILE))
+                _link_or_copy(path + ".json", os.path.join(tmp, _BEST_RECORD))
+                meta["best_sha256"] = _sha256(os.path.join(tmp, _BEST_FILE))
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(meta, f)
             f.flush()

@@ -257,17 +257,19 @@ def _run_locked(plan, strategy, out, wall_start):
                                      weight_decay=config.weight_decay),
                       loss, metrics=["accuracy"])
     digest_at_prune = mask_digest(model)
-    backup = callbacks_lib.Backup(os.path.join(out, "backup"))
     checkpoints = os.path.join(out, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
     best_model = callbacks_lib.BestModel(os.path.join(checkpoints, "best.keras"))
+    # each backup holds the best model as of its epoch: a resumed run (every worker of
+    # a multi-worker job alike) goes on with the best model it had then
+    backup = callbacks_lib.Backup(os.path.join(out, "backup"), best_model=best_model)
     divergence = callbacks_lib.Divergence()
     callbacks = [
         divergence,  # first: once it fires, the backup and best model are left as they are
+        callbacks_lib.SparsityLog(),
+        best_model,  # before the backup, which takes in the best model of its epoch
         backup,
         callbacks_lib.StopAtStep(config.train_steps),
-        callbacks_lib.SparsityLog(),
-        best_model,
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
         callbacks_lib.Progress(config.train_steps),
     ]

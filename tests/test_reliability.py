@@ -1,7 +1,10 @@
 """Faults during long runs: corrupt backups, two runs on one directory, finished runs."""
 
+import glob
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,6 +107,77 @@ def test_a_write_in_progress_is_ignored(tmp_path):
     _interrupted_run(backup, epochs_done=1)
     os.makedirs(os.path.join(backup, ".writing-999"))
     open(os.path.join(backup, ".writing-999", "backup.weights.h5"), "wb").write(b"half")
+    assert callbacks.Backup.newest_good_epoch(backup) == 1
+
+
+class _Val(keras.callbacks.Callback):
+    """Puts a scripted `val_accuracy` into the epoch logs."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_accuracy"] = self.values[epoch]
+
+
+def test_resuming_puts_back_the_best_model_of_the_epoch_resumed_from(tmp_path, caplog):
+    """Before: the best model survived a resume as whatever the killed run last wrote,
+    so two workers could resume with different ones (one killed before its save), decide
+    differently whether to save and call model.save's collectives out of step: the
+    multi-worker restart aborted with "tasks are unhealthy" about one run in five."""
+    backup, best_path = str(tmp_path / "backup"), str(tmp_path / "checkpoints" / "best.keras")
+    os.makedirs(os.path.dirname(best_path))
+    values = [0.5, 0.7, 0.9, 0.95, 0.96]
+
+    def fit(epochs_done=None):
+        best = callbacks.BestModel(best_path)
+        model = _model()
+        kill = [_Kill(epochs_done)] if epochs_done else []
+        model.fit(X, Y, epochs=5, verbose=0, callbacks=[
+            _Val(values), best, callbacks.Backup(backup, best_model=best), *kill])
+        return best
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(epochs_done=3)  # backups of epochs 2 and 3; best of epoch 3 (0.9)
+    epoch_2 = os.path.join(backup, "epoch-2")
+    assert json.load(open(os.path.join(epoch_2, "best.keras.json")))["value"] == 0.7
+    assert os.stat(os.path.join(epoch_2, "best.keras")).st_nlink >= 1
+    shutil.rmtree(os.path.join(backup, "epoch-3"))  # as if killed before writing it
+    abandoned = open(best_path, "rb").read()
+    with caplog.at_level(logging.WARNING):
+        best = fit()  # resumes after epoch 2 with the best model of epoch 2
+    assert "moved to" in caplog.text
+    aside = glob.glob(str(tmp_path / "checkpoints" / "abandoned-*" / "best.keras"))
+    assert len(aside) == 1 and open(aside[0], "rb").read() == abandoned  # not deleted
+    assert best.best()["epoch"] == 5 and best.best()["value"] == 0.96
+
+    # a backup written before backups held the best model leaves it alone
+    shutil.rmtree(backup, ignore_errors=True)
+    with pytest.raises(KeyboardInterrupt):
+        fit(epochs_done=2)
+    meta_path = os.path.join(backup, "epoch-2", "metadata.json")
+    meta = json.load(open(meta_path))
+    del meta["best_sha256"]
+    json.dump(meta, open(meta_path, "w"))
+    shutil.rmtree(os.path.join(backup, "epoch-1"))
+    kept = open(best_path, "rb").read()
+    restore = callbacks.Backup(backup, best_model=callbacks.BestModel(best_path))
+    restore.set_model(_model())
+    restore.on_train_begin()
+    assert restore.restored_epoch == 2 and open(best_path, "rb").read() == kept
+
+
+def test_a_corrupt_best_model_in_a_backup_makes_it_bad(tmp_path):
+    backup, best_path = str(tmp_path / "backup"), str(tmp_path / "best.keras")
+    best = callbacks.BestModel(best_path)
+    with pytest.raises(KeyboardInterrupt):
+        _model().fit(X, Y, epochs=5, verbose=0, callbacks=[
+            _Val([0.5, 0.6, 0.7, 0.8, 0.9]), best, callbacks.Backup(backup, best_model=best), _Kill(2)])
+    saved = os.path.join(backup, "epoch-2", "best.keras")
+    data = open(saved, "rb").read()
+    os.remove(saved)  # the link, not the best model itself
+    open(saved, "wb").write(data[: len(data) // 2])
     assert callbacks.Backup.newest_good_epoch(backup) == 1
 
 
