@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=12
 
 # the property-based tests with many more examples (about 10 minutes here)
 fuzz: $(STAMP)
