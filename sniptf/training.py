@@ -321,6 +321,10 @@ def _run_locked(plan, strategy, out, wall_start):
         export(best, os.path.join(out, "saved_model"), overwrite=True)
     # every worker records what it ended with (a non-chief in its own .workers/<id>/)
     run_dir.write_text(os.path.join(out, run_dir.FINISHED), json.dumps(metrics, indent=2))
+    # every worker leaves together: a worker that exits while the chief still exports is
+    # reported to it ~10 s later as "unhealthy (stopped sending heartbeats)" by TF's
+    # coordination service (an error in the chief's log, and its exit waits for it)
+    distribute.agree_min(strategy, 0)
     logging.info("done: test error %.4f, validation error %.4f, sparsity %.4f, %d steps",
                  metrics["test_error"], metrics["validation_error"], metrics["sparsity"], steps)
     return metrics

@@ -209,6 +209,9 @@ def test_multi_worker_training_on_loopback(default_run, tmp_path):
             p.kill()
     for p, err in zip(procs, errors):
         assert p.returncode == 0, err[-3000:]
+        # the workers leave together: none is reported "unhealthy" by the other's
+        # coordination service after it exited (before: in some runs, as the chief exported)
+        assert "unhealthy" not in err, err[-3000:]
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     single = json.load(open(os.path.join(default_run, "metrics.json")))
     assert metrics["replicas"] == 2 and metrics["steps"] == 40
