@@ -350,7 +350,9 @@ class Backup(keras.callbacks.BackupAndRestore):
             if "best_sha256" not in meta:
                 return  # written before backups held the best model
         saved = os.path.join(directory, _BEST_FILE) if meta.get("best_sha256") else None
-        if saved and _sha256(saved) == _sha256_or_none(path):
+        pairs = ((_BEST_FILE, path), (_BEST_RECORD, path + ".json"))
+        if saved and all(_sha256(os.path.join(directory, name)) == _sha256_or_none(target)
+                         for name, target in pairs):
             return  # already the one in place
         current = [f for f in (path, path + ".json") if os.path.exists(f)]
         if current:  # from epochs after the one resumed from: set aside, not deleted
@@ -361,9 +363,11 @@ class Backup(keras.callbacks.BackupAndRestore):
             logging.warning("sniptf: the best model saved after the epoch resumed from was moved "
                             "to %s", aside)
         if saved:
-            for name, target in ((_BEST_FILE, path), (_BEST_RECORD, path + ".json")):
-                _link_or_copy(os.path.join(directory, name), target + ".restoring")
-                os.replace(target + ".restoring", target)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            _link_or_copy(os.path.join(directory, _BEST_FILE), path + ".restoring")
+            os.replace(path + ".restoring", path)
+            shutil.copyfile(os.path.join(directory, _BEST_RECORD), path + ".json.restoring")
+            os.replace(path + ".json.restoring", path + ".json")
 
     def _corrupt_dir(self):
         # beside the backup directory, which a finished fit deletes
@@ -389,7 +393,7 @@ class Backup(keras.callbacks.BackupAndRestore):
             path = self.best_model.path
             if os.path.exists(path) and os.path.exists(path + ".json"):
                 _link_or_copy(path, os.path.join(tmp, _BEST_FILE))
-                _link_or_copy(path + ".json", os.path.join(tmp, _BEST_RECORD))
+                shutil.copyfile(path + ".json", os.path.join(tmp, _BEST_RECORD))  # small: a copy
                 meta["best_sha256"] = _sha256(os.path.join(tmp, _BEST_FILE))
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(meta, f)
