@@ -200,3 +200,15 @@ def test_conv_orthogonal_is_an_isometry_with_energy_on_every_tap():
     assert sum(kernel[i, j] @ kernel[i, j].T for i in range(5) for j in range(5)) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match=r"cin <= cout.*Received: shape=\(3, 3, 16, 8\)"):
         init((3, 3, 16, 8))
+
+
+def test_comparison_table_has_one_column_per_criterion_and_marks_the_best():
+    from sniptf.studies import criteria_comparison as study
+    row = lambda criterion, kappa, mean: {"model": "m", "criterion": criterion, "kappa": kappa,
+                                          "test_error_mean": mean, "test_error_std": 0.5}
+    rows = [row("none", 1.0, 10.0), row("snip", 0.01, 20.0), row("force", 0.01, 15.0),
+            row("snip", 0.05, 12.0)]
+    lines = study.by_criterion(rows, criteria=("snip", "force")).splitlines()
+    assert lines[0] == "| model | sparsity | dense | snip | force |"
+    assert lines[2] == "| m | 95.0% | 10.00 ± 0.50 | **12.00 ± 0.50** | – |"
+    assert lines[3] == "| m | 99.0% | 10.00 ± 0.50 | 20.00 ± 0.50 | **15.00 ± 0.50** |"

@@ -46,6 +46,29 @@ def configs(*, dataset, models, sparsities, seeds, budgets, output_dir, criteria
     return out
 
 
+def by_criterion(rows, criteria=CRITERIA):
+    """Test error (%, mean ± std) with one row per (model, sparsity) and one column per
+    criterion; the lowest mean of a row in bold, the dense error in its own column."""
+    dense = {r["model"]: r for r in rows if r["criterion"] == training.NO_PRUNING}
+    cells = {(r["model"], r["kappa"], r["criterion"]): r for r in rows}
+    lines = []
+    for model, kappa in sorted({(r["model"], r["kappa"]) for r in rows
+                                if r["criterion"] != training.NO_PRUNING},
+                               key=lambda mk: (mk[0], -mk[1])):
+        found = [cells.get((model, kappa, c)) for c in criteria]
+        best = min((r["test_error_mean"] for r in found if r), default=None)
+        row = [model, f"{1 - kappa:.1%}", _error(dense.get(model))]
+        for r in found:
+            text = _error(r)
+            row.append(f"**{text}**" if r and r["test_error_mean"] == best else text)
+        lines.append(row)
+    return markdown_table(["model", "sparsity", "dense"] + list(criteria), lines)
+
+
+def _error(row):
+    return f"{row['test_error_mean']:.2f} ± {row['test_error_std']:.2f}" if row else "–"
+
+
 def run(*, output_dir, figures_dir, dataset="fashion_mnist", models=MODELS,
         sparsities=SPARSITIES, seeds=(0, 1, 2), budgets=None, criteria=CRITERIA, log=print):
     """Runs what is missing, writes results.json, table.md and the figure; returns the table."""
@@ -54,7 +77,7 @@ def run(*, output_dir, figures_dir, dataset="fashion_mnist", models=MODELS,
     runs = configs(dataset=dataset, models=models, sparsities=sparsities, seeds=seeds,
                    budgets=budgets, output_dir=os.path.join(output_dir, "runs"), criteria=criteria)
     rows = snip.summarize(snip.run_table(runs, log=log))
-    table = markdown_table(
+    table = by_criterion(rows, criteria) + "\n" + markdown_table(
         ["model", "criterion", "sparsity", "test error % (mean ± std)", "seeds", "wall s"],
         [[r["model"], r["criterion"], f"{r['sparsity']:.3%}",
           f"{r['test_error_mean']:.2f} ± {r['test_error_std']:.2f}", r["seeds"],
