@@ -205,10 +205,24 @@ def test_conv_orthogonal_is_an_isometry_with_energy_on_every_tap():
 def test_comparison_table_has_one_column_per_criterion_and_marks_the_best():
     from sniptf.studies import criteria_comparison as study
     row = lambda criterion, kappa, mean: {"model": "m", "criterion": criterion, "kappa": kappa,
-                                          "test_error_mean": mean, "test_error_std": 0.5}
+                                          "test_error_mean": mean, "test_error_std": 0.5,
+                                          "seeds": 1, "diverged": 0}
     rows = [row("none", 1.0, 10.0), row("snip", 0.01, 20.0), row("force", 0.01, 15.0),
-            row("snip", 0.05, 12.0)]
+            row("snip", 0.05, 12.0), dict(row("force", 0.05, 11.0), seeds=3, diverged=2),
+            dict(row("snip", 0.001, float("nan")), seeds=3, diverged=3), row("force", 0.001, 30.0)]
     lines = study.by_criterion(rows, criteria=("snip", "force")).splitlines()
     assert lines[0] == "| model | sparsity | dense | snip | force |"
-    assert lines[2] == "| m | 95.0% | 10.00 ± 0.50 | **12.00 ± 0.50** | – |"
+    # a criterion with diverged seeds is not the best, whatever its other seeds gave
+    assert lines[2] == "| m | 95.0% | 10.00 ± 0.50 | **12.00 ± 0.50** | 11.00 ± 0.50 (2 of 3 diverged) |"
     assert lines[3] == "| m | 99.0% | 10.00 ± 0.50 | 20.00 ± 0.50 | **15.00 ± 0.50** |"
+    assert lines[4] == "| m | 99.9% | 10.00 ± 0.50 | diverged (3 of 3) | **30.00 ± 0.50** |"
+
+
+def test_summary_means_skip_diverged_runs_and_count_them():
+    from sniptf.studies import snip
+    run = lambda error, diverged: {"dataset": "d", "model": "m", "criterion": "grasp", "kappa": 0.05,
+                                   "sparsity": 0.95, "sparsity_per_layer": {}, "wall_time_seconds": 1.0,
+                                   "test_error": error, "diverged": diverged}
+    (row,) = snip.summarize([run(float("nan"), True), run(0.16, False), run(0.18, False)])
+    assert row["diverged"] == 1 and row["seeds"] == 3
+    assert row["test_error_mean"] == pytest.approx(17.0) and row["test_error_std"] == pytest.approx(1.0)

@@ -12,6 +12,8 @@ worker process replaced every few runs.
 import json
 import os
 
+import numpy as np
+
 from sniptf import training
 from sniptf.studies import snip
 from sniptf.studies.common import markdown_table
@@ -48,7 +50,8 @@ def configs(*, dataset, models, sparsities, seeds, budgets, output_dir, criteria
 
 def by_criterion(rows, criteria=CRITERIA):
     """Test error (%, mean ± std) with one row per (model, sparsity) and one column per
-    criterion; the lowest mean of a row in bold, the dense error in its own column."""
+    criterion; the lowest mean of a row in bold (among criteria with no diverged seed),
+    the dense error in its own column."""
     dense = {r["model"]: r for r in rows if r["criterion"] == training.NO_PRUNING}
     cells = {(r["model"], r["kappa"], r["criterion"]): r for r in rows}
     lines = []
@@ -56,17 +59,26 @@ def by_criterion(rows, criteria=CRITERIA):
                                 if r["criterion"] != training.NO_PRUNING},
                                key=lambda mk: (mk[0], -mk[1])):
         found = [cells.get((model, kappa, c)) for c in criteria]
-        best = min((r["test_error_mean"] for r in found if r), default=None)
+        # the best: the lowest mean among the criteria whose every seed trained
+        best = min((r["test_error_mean"] for r in found if r and not r.get("diverged")
+                    and np.isfinite(r["test_error_mean"])), default=None)
         row = [model, f"{1 - kappa:.1%}", _error(dense.get(model))]
         for r in found:
             text = _error(r)
-            row.append(f"**{text}**" if r and r["test_error_mean"] == best else text)
+            row.append(f"**{text}**" if r and not r.get("diverged") and r["test_error_mean"] == best
+                       else text)
         lines.append(row)
     return markdown_table(["model", "sparsity", "dense"] + list(criteria), lines)
 
 
 def _error(row):
-    return f"{row['test_error_mean']:.2f} ± {row['test_error_std']:.2f}" if row else "–"
+    if not row:
+        return "–"
+    diverged = row.get("diverged", 0)
+    if diverged == row["seeds"]:
+        return f"diverged ({diverged} of {row['seeds']})"
+    text = f"{row['test_error_mean']:.2f} ± {row['test_error_std']:.2f}"
+    return text + (f" ({diverged} of {row['seeds']} diverged)" if diverged else "")
 
 
 def run(*, output_dir, figures_dir, dataset="fashion_mnist", models=MODELS,
@@ -79,8 +91,7 @@ def run(*, output_dir, figures_dir, dataset="fashion_mnist", models=MODELS,
     rows = snip.summarize(snip.run_table(runs, log=log))
     table = by_criterion(rows, criteria) + "\n" + markdown_table(
         ["model", "criterion", "sparsity", "test error % (mean ± std)", "seeds", "wall s"],
-        [[r["model"], r["criterion"], f"{r['sparsity']:.3%}",
-          f"{r['test_error_mean']:.2f} ± {r['test_error_std']:.2f}", r["seeds"],
+        [[r["model"], r["criterion"], f"{r['sparsity']:.3%}", _error(r), r["seeds"],
           f"{r['wall_time_seconds']:.0f}"] for r in rows])
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "results.json.tmp"), "w") as f:

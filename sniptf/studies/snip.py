@@ -133,10 +133,15 @@ def summarize(results):
         groups.setdefault(key, []).append(m)
     rows = []
     for (dataset, model, criterion, kappa), ms in groups.items():
-        errors = np.array([m["test_error"] for m in ms]) * 100
+        errors = np.array([m["test_error"] for m in ms], dtype=np.float64) * 100
+        # a run that diverged before its first validation has no model to test (NaN):
+        # the mean and std are over the others, and `diverged` counts the ones that did
+        finite = errors[np.isfinite(errors)]
         rows.append({"dataset": dataset, "model": model, "criterion": criterion, "kappa": kappa,
                      "sparsity": ms[0]["sparsity"], "seeds": len(ms),
-                     "test_error_mean": float(errors.mean()), "test_error_std": float(errors.std()),
+                     "diverged": sum(bool(m.get("diverged")) for m in ms),
+                     "test_error_mean": float(finite.mean()) if finite.size else float("nan"),
+                     "test_error_std": float(finite.std()) if finite.size else float("nan"),
                      "sparsity_per_layer": ms[0]["sparsity_per_layer"],
                      "wall_time_seconds": float(sum(m["wall_time_seconds"] for m in ms))})
     return rows
