@@ -223,6 +223,9 @@ def error_vs_sparsity(rows, path, title=""):
         if dense:
             ax.axhline(dense[0], color="black", linewidth=0.8, linestyle="--", label="dense")
         ax.set_xscale("log")
+        kept = sorted({100 * (1 - r["sparsity"]) for r in mine if r["criterion"] != "none"})
+        ax.set_xticks(kept, [f"{k:.2g}" for k in kept])
+        ax.minorticks_off()
         ax.invert_xaxis()
         ax.set_xlabel("weights kept (%), log scale")
         ax.set_ylabel("test error (%)")
