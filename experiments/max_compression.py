@@ -47,6 +47,10 @@ flags.DEFINE_list("criteria", CRITERIA, "Criteria.")
 flags.DEFINE_integer("size", 96, "Input size (square RGB); at least what the family accepts.")
 flags.DEFINE_string("output", "", "Append one JSON line per result to this file.")
 flags.DEFINE_bool("in_process", False, "Internal: measure in this process.")
+flags.DEFINE_bool("without_preprocessing", False,
+                  "Build the models that have one (MobileNetV3, EfficientNetV2) with "
+                  "include_preprocessing=False, as SynFlow needs (their Rescaling to [-1, 1] "
+                  "leaves no positive flow).")
 
 GRID = [10 ** (-e / 4) for e in range(4, 17)]  # 10^-1 ... 10^-4
 _MIN_SIZE = {"InceptionV3": 75, "Xception": 71, "NASNetMobile": 224}
@@ -65,12 +69,17 @@ def _emptied(entries, masks):
     return [k for k, v in kept.items() if v == 0]
 
 
-def measure(name, criterion, size):
+def measure(name, criterion, size, without_preprocessing=False):
+    import inspect
     import keras
     size = max(size, _MIN_SIZE.get(name, 32))
     keras.utils.set_random_seed(0)
-    model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=10,
-                                              classifier_activation=None)
+    build = getattr(keras.applications, name)
+    options = {}
+    if without_preprocessing and "include_preprocessing" in inspect.signature(build).parameters:
+        options["include_preprocessing"] = False
+    model = build(weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None,
+                  **options)
     data = None if criterion == "synflow" else _data(size)
     wrapped = sniptf.wrap(model)
     entries = transform.masked_entries(wrapped)
@@ -116,7 +125,8 @@ def main(argv):
             for criterion in FLAGS.criteria:
                 start = time.perf_counter()
                 try:
-                    result = measure(name, criterion, FLAGS.size)
+                    result = measure(name, criterion, FLAGS.size, FLAGS.without_preprocessing)
+                    result["without_preprocessing"] = FLAGS.without_preprocessing
                 except Exception as e:  # noqa: BLE001 - e.g. SynFlow with no positive flow: report it
                     result = {"model": name, "criterion": criterion, "max_sparsity": None,
                               "first_emptied": None,
@@ -128,6 +138,7 @@ def main(argv):
     for name in FLAGS.models:
         proc = subprocess.run([sys.executable, __file__, f"--models={name}",
                                f"--criteria={','.join(FLAGS.criteria)}", f"--size={FLAGS.size}",
+                               f"--without_preprocessing={FLAGS.without_preprocessing}",
                                "--in_process"], capture_output=True, text=True)
         found = [json.loads(l[7:]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode or len(found) != len(FLAGS.criteria):
