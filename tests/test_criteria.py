@@ -119,6 +119,27 @@ def test_exponential_schedule():
     assert counts[29] == pytest.approx(1000, rel=0.01)  # halfway (in log) to 1%
 
 
+def test_force_is_snip_at_the_current_mask_on_a_linear_least_squares_model():
+    """FORCE's score |∂L/∂c| = |W ⊙ ∂L/∂(C⊙W)| with the gradient of the pruned network,
+    for kept and pruned connections alike (a pruned one can score high and come back)."""
+    model = _linear([4, 3])
+    x = RNG.standard_normal((6, 4)).astype(np.float32)
+    y = RNG.standard_normal((6, 3)).astype(np.float32)
+    loss = lambda yt, yp: 0.5 * tf.reduce_sum((yp - yt) ** 2, axis=-1)
+    wrapped = sniptf.wrap(model)
+    (entry,) = transform.masked_entries(wrapped)
+    mask = np.ones((4, 3), bool)
+    mask[0, :] = mask[2, 1] = False
+    entry.mask.assign(mask)
+    (got,) = sniptf.saliency(wrapped, (x, y), criterion="force", loss=loss).values()
+    w = model.layers[0].kernel.numpy().astype(np.float64)
+    g = x.T @ (x @ (w * mask) - y) / len(x)         # ∂L/∂(C⊙W) of mean 0.5||x(C⊙W) - y||²
+    np.testing.assert_allclose(got, np.abs(w * g), rtol=1e-4, atol=1e-7)
+    assert (got[~mask] > 0).all()                   # pruned connections are scored too
+    dense = np.abs(w * (x.T @ (x @ w - y) / len(x)))
+    assert not np.allclose(got, dense)              # and not at the dense network (SNIP's)
+
+
 def test_force_can_bring_back_a_pruned_connection(monkeypatch):
     """FORCE scores every connection at the current mask: a connection pruned in an
     early round may be kept at the end (iterative SNIP could never)."""
