@@ -65,7 +65,13 @@ class BestModel(keras.callbacks.Callback):
         except (OSError, ValueError):
             return None
 
+    def on_train_begin(self, logs=None):
+        self._done_epoch = None
+
     def on_epoch_end(self, epoch, logs=None):
+        if getattr(self, "_done_epoch", None) == epoch:
+            return  # already run for this epoch by a `Backup` placed before it
+        self._done_epoch = epoch
         value = (logs or {}).get(self.monitor)
         if value is None or _diverged(self.model):
             return
@@ -221,7 +227,7 @@ class Backup(keras.callbacks.BackupAndRestore):
     every variable back as it was. Nothing is written once a `Divergence`
     callback has fired, and a diverged run keeps its backup.
 
-    With `best_model` (a `BestModel` placed before this callback), each
+    With `best_model` (a `BestModel` in the same callback list, anywhere), each
     generation also holds the best model as of its epoch (hard-linked, so no
     copy), and resuming from epoch n puts that one back: the resumed run is
     the run that was interrupted, whatever happened after epoch n before the
@@ -280,6 +286,8 @@ class Backup(keras.callbacks.BackupAndRestore):
 
     # --- Keras's hooks ---
     def on_train_begin(self, logs=None):
+        if self.best_model is not None:
+            self.best_model.on_train_begin(logs)
         strategy = tf.distribute.get_strategy()
         problems, good = [], []
         for epoch, directory in self._generations():
@@ -316,6 +324,18 @@ class Backup(keras.callbacks.BackupAndRestore):
         if problems or (target and not loaded):
             logging.warning("sniptf: %s", f"resuming from the backup of epoch {loaded}"
                             if loaded else "no good backup left: training starts clean")
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.best_model is not None:  # also when it is not in the callback list itself
+            self.best_model.set_model(model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.best_model is not None:
+            # the backup takes in this epoch's best model, wherever BestModel is in the list
+            # (it then does nothing on its own turn); every worker calls it at the same point
+            self.best_model.on_epoch_end(epoch, logs)
+        super().on_epoch_end(epoch, logs)
 
     def _variables(self):
         model = self.model

@@ -267,7 +267,7 @@ def _run_locked(plan, strategy, out, wall_start):
     callbacks = [
         divergence,  # first: once it fires, the backup and best model are left as they are
         callbacks_lib.SparsityLog(),
-        best_model,  # before the backup, which takes in the best model of its epoch
+        best_model,  # the backup takes in the best model of its epoch
         backup,
         callbacks_lib.StopAtStep(config.train_steps),
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),

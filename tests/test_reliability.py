@@ -175,6 +175,22 @@ def test_resuming_puts_back_the_best_model_of_the_epoch_resumed_from(tmp_path, c
     assert restore.restored_epoch == 2 and open(best_path, "rb").read() == kept
 
 
+@pytest.mark.parametrize("order", ["backup first", "best model first", "backup only"])
+def test_each_backup_holds_its_own_epochs_best_model_whatever_the_callback_order(tmp_path, order):
+    best_path = str(tmp_path / "best.keras")
+    best = callbacks.BestModel(best_path)
+    backup = callbacks.Backup(str(tmp_path / "backup"), best_model=best)
+    listed = {"backup first": [backup, best], "best model first": [best, backup],
+              "backup only": [backup]}[order]
+    with pytest.raises(KeyboardInterrupt):
+        _model().fit(X, Y, epochs=5, verbose=0,
+                     callbacks=[_Val([0.5, 0.6, 0.7, 0.8, 0.9]), *listed, _Kill(3)])
+    for epoch, value in ((2, 0.6), (3, 0.7)):
+        record = json.load(open(tmp_path / "backup" / f"epoch-{epoch}" / "best.keras.json"))
+        assert (record["epoch"], record["value"]) == (epoch, value)
+    assert best.best()["epoch"] == 3
+
+
 def test_a_corrupt_best_model_in_a_backup_makes_it_bad(tmp_path):
     backup, best_path = str(tmp_path / "backup"), str(tmp_path / "best.keras")
     best = callbacks.BestModel(best_path)
