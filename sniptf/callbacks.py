@@ -227,7 +227,7 @@ class Backup(keras.callbacks.BackupAndRestore):
     every variable back as it was. Nothing is written once a `Divergence`
     callback has fired, and a diverged run keeps its backup.
 
-    With `best_model` (a `BestModel` in the same callback list, anywhere), each
+    With `best_model` (a `BestModel`; anywhere in the callback list, or not in it), each
     generation also holds the best model as of its epoch (hard-linked, so no
     copy), and resuming from epoch n puts that one back: the resumed run is
     the run that was interrupted, whatever happened after epoch n before the
