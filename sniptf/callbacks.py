@@ -56,6 +56,7 @@ class BestModel(keras.callbacks.Callback):
         self.path = path
         self.monitor = monitor
         self.sign = 1.0 if mode == "max" else -1.0
+        self._done_epoch = None
 
     def best(self):
         """`{"value", "epoch", "step"}` of the saved model, or None."""
@@ -69,7 +70,7 @@ class BestModel(keras.callbacks.Callback):
         self._done_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        if getattr(self, "_done_epoch", None) == epoch:
+        if self._done_epoch == epoch:
             return  # already run for this epoch by a `Backup` placed before it
         self._done_epoch = epoch
         value = (logs or {}).get(self.monitor)
@@ -198,6 +199,14 @@ def _sha256_or_none(path):
         return None
 
 
+def _read_or_none(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def _link_or_copy(source, target):
     """A hard link (the source is only ever replaced, never written in place,
     so the link keeps its content), or a copy where links are not possible."""
@@ -243,6 +252,7 @@ class Backup(keras.callbacks.BackupAndRestore):
         super().__init__(backup_dir)
         self.restored_epoch = 0
         self.best_model = best_model
+        self._best_hash = None  # ((dev, inode, size, mtime), sha256) of the last best model hashed
 
     # --- where generations live ---
     def _generations(self):
@@ -370,10 +380,9 @@ class Backup(keras.callbacks.BackupAndRestore):
             if "best_sha256" not in meta:
                 return  # written before backups held the best model
         saved = os.path.join(directory, _BEST_FILE) if meta.get("best_sha256") else None
-        pairs = ((_BEST_FILE, path), (_BEST_RECORD, path + ".json"))
-        if saved and all(_sha256(os.path.join(directory, name)) == _sha256_or_none(target)
-                         for name, target in pairs):
-            return  # already the one in place
+        if saved and meta["best_sha256"] == _sha256_or_none(path) and \
+                _read_or_none(os.path.join(directory, _BEST_RECORD)) == _read_or_none(path + ".json"):
+            return  # already the one in place (the saved file's hash was checked on restore)
         current = [f for f in (path, path + ".json") if os.path.exists(f)]
         if current:  # from epochs after the one resumed from: set aside, not deleted
             aside = os.path.join(os.path.dirname(path), f"abandoned-{time.time_ns()}")
@@ -388,6 +397,15 @@ class Backup(keras.callbacks.BackupAndRestore):
             os.replace(path + ".restoring", path)
             shutil.copyfile(os.path.join(directory, _BEST_RECORD), path + ".json.restoring")
             os.replace(path + ".json.restoring", path + ".json")
+
+    def _best_sha256(self, link):
+        """The best model's SHA-256, hashed again only when BestModel replaced the file
+        (a new inode) since the last backup, not every epoch."""
+        stat = os.stat(link)
+        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if self._best_hash is None or self._best_hash[0] != key:
+            self._best_hash = (key, _sha256(link))
+        return self._best_hash[1]
 
     def _corrupt_dir(self):
         # beside the backup directory, which a finished fit deletes
@@ -414,7 +432,7 @@ class Backup(keras.callbacks.BackupAndRestore):
             if os.path.exists(path) and os.path.exists(path + ".json"):
                 _link_or_copy(path, os.path.join(tmp, _BEST_FILE))
                 shutil.copyfile(path + ".json", os.path.join(tmp, _BEST_RECORD))  # small: a copy
-                meta["best_sha256"] = _sha256(os.path.join(tmp, _BEST_FILE))
+                meta["best_sha256"] = self._best_sha256(os.path.join(tmp, _BEST_FILE))
         with open(os.path.join(tmp, "metadata.json"), "w") as f:
             json.dump(meta, f)
             f.flush()
