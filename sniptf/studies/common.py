@@ -1,9 +1,15 @@
-"""What every study shares: one training loop, the dense copy, markdown tables."""
+"""What every study shares: one training loop, the sweep runner, the dense copy,
+markdown tables."""
 
+import json
+import os
 import time
 
 import keras
 import numpy as np
+
+from sniptf import run_dir
+from sniptf import training
 
 
 def train_and_evaluate(model, train, validation, test, *, epochs, learning_rate=None,
@@ -50,3 +56,72 @@ def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+# Runs per worker process: a run in a long-lived process leaves ~10 MiB behind (traced
+# functions, tf.data state; benchmarks/sweep_memory.py), so the sweep's process is
+# replaced after this many runs (the cost: one TensorFlow import per 10 runs).
+RUNS_PER_PROCESS = 10
+
+
+def _start_worker(verbosity):
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(verbosity)
+    with open("/proc/self/clear_refs", "w") as f:  # this process's own peak (VmHWM)
+        f.write("5")
+
+
+def _run_one(config):
+    """One table run in a worker process: the worker's memory (MiB) and pid."""
+    training.run(config)
+    keras.backend.clear_session()
+    with open("/proc/self/status") as f:
+        status = {l.split(":")[0]: int(l.split()[1]) / 1024 for l in f if l.startswith("Vm")}
+    return status["VmRSS"], status["VmHWM"], os.getpid()
+
+
+def run_table(configs, log=print, *, runs_per_process=RUNS_PER_PROCESS, memory=None, processes=1):
+    """Runs every config whose metrics.json is missing, in `processes` worker
+    processes, each replaced every `runs_per_process` runs; returns all metrics.
+    `memory`, if a list, gets `(output_dir, worker RSS MiB, worker peak MiB,
+    worker pid)` per run."""
+    import multiprocessing
+
+    from absl import logging as absl_logging
+    pending = [c for c in configs if not os.path.exists(os.path.join(c.output_dir, run_dir.FINISHED))]
+    if pending:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TF state
+        with context.Pool(processes, initializer=_start_worker, initargs=(absl_logging.get_verbosity(),),
+                          maxtasksperchild=runs_per_process) as pool:
+            for i, (config, used) in enumerate(zip(pending, pool.imap(_run_one, pending))):
+                log(f"[{i + 1}/{len(pending)}] {config.output_dir}: worker RSS {used[0]:.0f} MiB, "
+                    f"peak {used[1]:.0f} MiB")
+                if memory is not None:
+                    memory.append((config.output_dir, *used))
+    results = []
+    for config in configs:
+        with open(os.path.join(config.output_dir, run_dir.FINISHED)) as f:
+            results.append(json.load(f))
+    return results
+
+
+def summarize(results):
+    """Rows of mean ± std test error per (dataset, model, criterion, kappa)."""
+    groups = {}
+    for m in results:
+        key = (m["dataset"], m["model"], m["criterion"], m["kappa"])
+        groups.setdefault(key, []).append(m)
+    rows = []
+    for (dataset, model, criterion, kappa), ms in groups.items():
+        errors = np.array([m["test_error"] for m in ms], dtype=np.float64) * 100
+        # a run that diverged before its first validation has no model to test (NaN):
+        # the mean and std are over the others, and `diverged` counts the ones that did
+        finite = errors[np.isfinite(errors)]
+        rows.append({"dataset": dataset, "model": model, "criterion": criterion, "kappa": kappa,
+                     "sparsity": ms[0]["sparsity"], "seeds": len(ms),
+                     "diverged": sum(bool(m.get("diverged")) for m in ms),
+                     "test_error_mean": float(finite.mean()) if finite.size else float("nan"),
+                     "test_error_std": float(finite.std()) if finite.size else float("nan"),
+                     "sparsity_per_layer": ms[0]["sparsity_per_layer"],
+                     "wall_time_seconds": float(sum(m["wall_time_seconds"] for m in ms))})
+    return rows

@@ -5,7 +5,7 @@ Every run is `training.run` with the same recipe and step budget (standardized
 inputs, SGD with momentum 0.9, piecewise x0.1 decay, weight decay 5e-4), one
 scoring batch of 100 for the data-driven criteria (SynFlow uses none), and the
 test error of the best-validation checkpoint. Runs go through
-`snip.run_table`: resumable (a finished run's metrics.json is kept) and in a
+`common.run_table`: resumable (a finished run's metrics.json is kept) and in a
 worker process replaced every few runs.
 """
 
@@ -15,8 +15,9 @@ import os
 import numpy as np
 
 from sniptf import training
-from sniptf.studies import snip
 from sniptf.studies.common import markdown_table
+from sniptf.studies.common import run_table
+from sniptf.studies.common import summarize
 
 CRITERIA = ("random", "magnitude", "snip", "force", "grasp", "synflow")
 MODELS = ("lenet_300_100", "lenet5_caffe")
@@ -88,7 +89,7 @@ def run(*, output_dir, figures_dir, dataset="fashion_mnist", models=MODELS,
     budgets = budgets or BUDGETS
     runs = configs(dataset=dataset, models=models, sparsities=sparsities, seeds=seeds,
                    budgets=budgets, output_dir=os.path.join(output_dir, "runs"), criteria=criteria)
-    rows = snip.summarize(snip.run_table(runs, log=log))
+    rows = summarize(run_table(runs, log=log))
     table = by_criterion(rows, criteria) + "\n" + markdown_table(
         ["model", "criterion", "sparsity", "test error % (mean ± std)", "seeds", "wall s"],
         [[r["model"], r["criterion"], f"{r['sparsity']:.3%}", _error(r), r["seeds"],

@@ -234,3 +234,29 @@ def error_vs_sparsity(rows, path, title=""):
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def error_vs_steps(rows, path, title=""):
+    """Test error (mean ± std over seeds) against the training budget (log x), one
+    panel per (model, sparsity) with dense, SNIP and random; `rows` as
+    `snip_budgets.summary` returns them."""
+    panels = sorted({(r["dataset"], r["model"], r["sparsity"]) for r in rows if r["criterion"] != "dense"})
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6),
+                             squeeze=False)
+    for ax, (dataset, model, sparsity) in zip(axes[0], panels):
+        for criterion, s in (("dense", 0.0), ("snip", sparsity), ("random", sparsity)):
+            pts = sorted((r["steps"], r["test_error_mean"], r["test_error_std"]) for r in rows
+                         if (r["dataset"], r["model"], r["criterion"], r["sparsity"])
+                         == (dataset, model, criterion, s))
+            if pts:
+                n, m, sd = zip(*pts)
+                ax.errorbar(n, m, yerr=sd, marker="o", capsize=3, alpha=0.85,
+                            label=criterion if criterion == "dense" else f"{criterion} {sparsity:.0%}")
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps (log scale)")
+        ax.set_ylabel("test error (%)")
+        ax.set_title(f"{model} {sparsity:.0%} ({dataset})", fontsize=9)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
