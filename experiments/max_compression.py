@@ -31,11 +31,11 @@ import tensorflow as tf
 from absl import app
 from absl import flags
 
-import sniptf
 from sniptf import criteria as criteria_lib
-from sniptf import scoring
+from sniptf import criteria
 from sniptf import selection
 from sniptf import transform
+import sniptf
 
 FLAGS = flags.FLAGS
 MODELS = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0",
@@ -85,7 +85,7 @@ def measure(name, criterion, size, without_preprocessing=False):
     entries = transform.masked_entries(wrapped)
     keys = [e.key for e in entries]
     total = sum(int(np.prod(e.mask.shape)) for e in entries)
-    rounds = scoring.get_criterion(criterion).rounds
+    rounds = criteria.get_criterion(criterion).rounds
     best, first_empty = None, None
     if rounds == 1:
         scores = sniptf.saliency(wrapped, data, criterion=criterion)
@@ -117,7 +117,7 @@ def measure(name, criterion, size, without_preprocessing=False):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    unknown = sorted(set(FLAGS.criteria) - set(scoring.CRITERIA))
+    unknown = sorted(set(FLAGS.criteria) - set(criteria.CRITERIA))
     if unknown:
         raise app.UsageError(f"Unknown criteria. Received: --criteria={unknown}")
     if FLAGS.in_process:

@@ -19,10 +19,10 @@ import numpy as np
 from absl import app
 from absl import flags
 
-import sniptf
+from sniptf import criteria
 from sniptf import data
 from sniptf import models
-from sniptf import scoring
+import sniptf
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["lenet5_caffe", "lenet_300_100"], "Zoo models.")
@@ -34,7 +34,7 @@ flags.DEFINE_enum("dataset", "fashion_mnist", sorted(data.DATASETS), "Dataset (s
 
 def main(argv):
     del argv
-    unknown = sorted(set(FLAGS.criteria) - set(scoring.CRITERIA))
+    unknown = sorted(set(FLAGS.criteria) - set(criteria.CRITERIA))
     if unknown:
         raise app.UsageError(f"Unknown criteria. Received: --criteria={unknown}")
     info = data.info(FLAGS.dataset)
@@ -52,7 +52,7 @@ def main(argv):
                                           standardize=True)
                 model = models.get(name, info.input_shape, info.num_classes)
                 if criterion != "none":
-                    needs_data = scoring.get_criterion(criterion).needs_data
+                    needs_data = criteria.get_criterion(criterion).needs_data
                     model = sniptf.prune(model, splits.score_batch if needs_data else None,
                                          kappa=FLAGS.kappa, criterion=criterion, seed=seed)
                 cells.append(f"{np.std(model(probe, training=False).numpy()):.3g}")

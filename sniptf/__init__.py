@@ -15,7 +15,7 @@ from sniptf.registry import register_prunable
 from sniptf.registry import supported_layers
 from sniptf.report import sparsity
 from sniptf.saved_model import export
-from sniptf.scoring import register_criterion
+from sniptf.criteria import register_criterion
 from sniptf.scoring import saliency
 from sniptf.selection import select
 from sniptf.transform import strip

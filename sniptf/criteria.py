@@ -1,5 +1,14 @@
-"""The criteria that followed SNIP, registered by name next to it.
+"""Every scoring criterion and the registry that names them.
 
+A criterion is a small pure function `fn(weight, gradient, rng) -> scores` on
+numpy arrays, where `gradient` is ∂L/∂c for the weight's mask (at the current
+mask; c = 1 after `wrap`), summed over the scored batches, or None for
+criteria registered with `needs_gradient=False`; or, with `model_level=True`,
+`fn(model, entries, data) -> [scores per entry]` running passes of its own.
+`sniptf.scoring` is the engine that feeds them.
+
+* `"snip"` — SNIP (Lee et al., ICLR 2019): |∂L/∂c| at c = 1.
+* `"magnitude"` — |w| at initialization. `"random"` — uniform random scores.
 * `"grasp"` — GraSP (Wang, Zhang, Grosse, ICLR 2020): keep the connections whose
   removal least reduces the gradient flow. With g = ∇θL and H = ∇²θL, removing
   θ changes the gradient norm by about −θ ⊙ Hg; the score is θ ⊙ Hg (signed;
@@ -34,6 +43,7 @@ import tensorflow as tf
 
 from sniptf import _keras_compat
 from sniptf import data_utils
+from sniptf import losses
 from sniptf import masked_layer
 
 GRASP_TEMPERATURE = 200.0
@@ -43,7 +53,8 @@ FORCE_ROUNDS = 60
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-    """What a model-level criterion may score on (`saliency`'s arguments)."""
+    """One scoring request: what the gradient pass and a model-level criterion
+    score on (`saliency`'s arguments)."""
 
     dataset: object
     num_batches: int
@@ -62,28 +73,121 @@ def exponential_counts(total, final, rounds):
     return counts
 
 
+# --- the registry ------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Criterion:
+    """A scoring criterion: `fn(weight, gradient, rng) -> scores`.
+
+    `needs_gradient`: whether `fn` gets ∂L/∂c (else `gradient` is None and
+    no data pass runs). `model_level`: `fn(model, entries, data)` returns one
+    score array per masked weight itself (GraSP, SynFlow: passes of their
+    own). `needs_data`: False for data-free criteria (`dataset=None` is then
+    accepted). `rounds`: `prune` re-scores at the current mask this many
+    times, keeping an exponentially shrinking count (SynFlow, FORCE).
+    """
+
+    name: str
+    fn: object
+    needs_gradient: bool
+    model_level: bool = False
+    needs_data: bool = True
+    rounds: int = 1
+
+
+CRITERIA = {}  # name -> Criterion
+
+
+def register_criterion(name, fn, *, needs_gradient, model_level=False, needs_data=None, rounds=1):
+    """Adds (or replaces) a scoring criterion under `name`.
+
+    Args:
+        name: the name `prune`, `saliency` and `--criterion` take.
+        fn: `fn(weight, gradient, rng) -> scores` on numpy arrays (higher =
+            kept), or with `model_level=True`, `fn(model, entries, data) ->
+            [scores per entry]` (`entries`: `transform.masked_entries(model)`,
+            `data`: a `Data` request).
+        needs_gradient: `fn` gets ∂L/∂c summed over the scored batches (else
+            `gradient` is None and no data pass runs).
+        model_level: `fn` scores the whole model itself (GraSP, SynFlow).
+        needs_data: False for data-free criteria (`dataset=None` accepted);
+            defaults to `needs_gradient or model_level`.
+        rounds: `prune` re-scores at the current mask this many times, keeping an
+            exponentially shrinking count (SynFlow 100, FORCE 60).
+
+    Raises:
+        TypeError / ValueError: a bad name, a non-callable `fn`, or `rounds` < 1.
+
+    Example:
+
+    ```python
+    sniptf.register_criterion("grad_norm", lambda w, g, rng: np.abs(g) / (np.abs(w) + 1e-8),
+                              needs_gradient=True)
+    sniptf.prune(model, data, kappa=0.05, criterion="grad_norm")
+    ```
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"Expected a non-empty string name. Received: name={name!r}")
+    if not callable(fn):
+        raise TypeError(f"Expected a callable criterion. Received: fn={fn!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"Expected `rounds` to be an int >= 1. Received: rounds={rounds!r}")
+    needs_data = bool(needs_gradient or model_level) if needs_data is None else bool(needs_data)
+    CRITERIA[name] = Criterion(name, fn, bool(needs_gradient), bool(model_level), needs_data, rounds)
+
+
+def get_criterion(name):
+    """The registered `Criterion` called `name`; the one check of a criterion name.
+
+    Raises:
+        ValueError: no criterion has that name (the message lists them).
+    """
+    try:
+        return CRITERIA[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown criterion. Expected one of {sorted(CRITERIA)} (add others with "
+            f"sniptf.register_criterion). Received: criterion={name!r}") from None
+
+
+def snip(weight, gradient, rng):
+    """|∂L/∂c| at the current mask: SNIP's connection sensitivity."""
+    del weight, rng
+    return np.abs(gradient)
+
+
+def magnitude(weight, gradient, rng):
+    """|w|: magnitude pruning at initialization."""
+    del gradient, rng
+    return np.abs(weight)
+
+
+def random(weight, gradient, rng):
+    """Uniform random scores: random pruning."""
+    del gradient
+    return rng.random(weight.shape, dtype=np.float32)
+
+
 # --- GraSP -------------------------------------------------------------------
 
 def _tempered(model, prediction):
-    from sniptf import scoring  # the loss helpers live there
-    if scoring._softmax_output(model):  # probabilities: temper the log-probabilities
+    if losses.softmax_output(model):  # probabilities: temper the log-probabilities
         return tf.nn.softmax(tf.math.log(tf.maximum(prediction, 1e-12)) / GRASP_TEMPERATURE)
     return prediction / GRASP_TEMPERATURE
 
 
 def grasp(model, entries, data):
     """θ ⊙ Hg per masked weight (see the module docstring)."""
-    from sniptf import scoring
     variables = [e.weight.value for e in entries]
-    loss_fn = scoring.scoring_loss(model, data.loss)
+    loss_fn = losses.scoring_loss(model, data.loss)
 
     def mean_loss(x, y, sample_weight):
         pred = keras.tree.map_structure(lambda p: _tempered(model, p),
                                         model(x, training=data.bn_training))
-        if loss_fn is scoring.COMPILED:
+        if loss_fn is losses.COMPILED:
             return tf.cast(_keras_compat.unscaled_compute_loss(
                 model, x, y, pred, sample_weight, data.bn_training), tf.float32)
-        total, count = scoring.summed_loss(loss_fn, y, pred, sample_weight)
+        total, count = losses.summed_loss(loss_fn, y, pred, sample_weight)
         return total / count
 
     @tf.function(reduce_retracing=True)
@@ -198,3 +302,12 @@ def synflow(model, entries, data):
     # divided by R (the share of the flow through each connection), kept in float64:
     # the ranking is the same, and shares far below float32's range stay distinct
     return [np.abs(c.numpy() * g.numpy()) / float(r) for c, g in zip(stand_ins, grads)]
+
+
+register_criterion("snip", snip, needs_gradient=True)
+register_criterion("magnitude", magnitude, needs_gradient=False)
+register_criterion("random", random, needs_gradient=False)
+register_criterion("grasp", grasp, needs_gradient=False, model_level=True)
+register_criterion("synflow", synflow, needs_gradient=False, model_level=True, needs_data=False,
+                   rounds=SYNFLOW_ROUNDS)
+register_criterion("force", snip, needs_gradient=True, rounds=FORCE_ROUNDS)

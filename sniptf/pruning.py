@@ -7,7 +7,7 @@ import numpy as np
 from sniptf import criteria
 from sniptf import data_utils
 from sniptf import registry
-from sniptf import scoring as saliency_lib
+from sniptf import scoring
 from sniptf import selection
 from sniptf import transform
 
@@ -76,9 +76,9 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     ```
     """
     # the owners' checks, before any work (saliency and select use the same)
-    saliency_lib.get_criterion(criterion)
+    rounds = criteria.get_criterion(criterion).rounds
     selection.check_scope(scope)
-    selection.check_kappa(kappa)
+    kappa = selection.check_kappa(kappa)
     selection.check_seed(seed)
     selection.check_min_kept(min_kept_per_layer)
     if not isinstance(isometry, (bool, dict)):
@@ -101,18 +101,18 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         e.mask.assign(np.ones(e.mask.shape, e.mask.dtype))
     keys = [e.key for e in entries]
     total = sum(int(np.prod(e.mask.shape)) for e in entries)
-    rounds = saliency_lib.get_criterion(criterion).rounds
+    kept = selection.count_for(kappa, total)  # κ as a count, once
     # one round (SNIP, ...), or an exponential schedule of rounds, each scored at the
     # mask the previous one left (SynFlow, FORCE); only the masks change in between
-    counts = criteria.exponential_counts(total, selection.kept_count(kappa, total), rounds) \
-        if rounds > 1 else [kappa]
+    counts = criteria.exponential_counts(total, kept, rounds) if rounds > 1 else [kept]
     for count in counts:
         # scores computed on demand, one weight at a time (never all held: 100M-weight models)
-        scores = saliency_lib.score_sources(
+        scores = scoring.score_sources(
             pruned, dataset, criterion=criterion, num_batches=num_batches, loss=loss,
             batch_size=batch_size, seed=seed, bn_training=bn_training)
-        masks = dict(zip(keys, selection.select([scores[k] for k in keys], count, scope=scope,
-                                                seed=seed, min_kept_per_layer=min_kept_per_layer)))
+        masks = dict(zip(keys, selection.select_count(
+            [scores[k] for k in keys], count, scope=scope, seed=seed,
+            min_kept_per_layer=min_kept_per_layer)))
         del scores
         if len(counts) > 1:
             for e in entries:

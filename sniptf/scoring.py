@@ -1,12 +1,12 @@
-"""Connection sensitivity and the other scoring criteria.
+"""The saliency engine: scores every masked weight with a criterion.
 
-A criterion is a small pure function `fn(weight, gradient, rng) -> scores`
-on numpy arrays, where `gradient` is ∂L/∂c for the weight's mask (at the
-current mask, c = 1 after `wrap`), summed over the scored batches, or None
-for criteria registered with `needs_gradient=False`.
+The criteria themselves and their registry live in `sniptf.criteria`, the
+loss they score with in `sniptf.losses`. This module runs the passes: one
+compiled `tf.GradientTape` pass gives ∂L/∂c for every mask at once (summed
+over batches and replicas), then each criterion maps (weight, gradient) to
+scores; model-level criteria (GraSP, SynFlow) run passes of their own.
 """
 
-import dataclasses
 import functools
 import warnings
 import weakref
@@ -18,182 +18,23 @@ import tensorflow as tf
 from sniptf import _keras_compat
 from sniptf import criteria
 from sniptf import data_utils
+from sniptf import losses
 from sniptf import masked_layer
 from sniptf import selection
 from sniptf import transform
+# the registry, as it was reachable here before it moved to `sniptf.criteria`
+from sniptf.criteria import CRITERIA  # noqa: F401
+from sniptf.criteria import Criterion  # noqa: F401
+from sniptf.criteria import get_criterion
+from sniptf.criteria import register_criterion  # noqa: F401
+# the loss helpers, likewise (now `sniptf.losses`)
+from sniptf.losses import COMPILED  # noqa: F401
+from sniptf.losses import resolve_loss  # noqa: F401
+from sniptf.losses import scoring_loss  # noqa: F401
+from sniptf.losses import summed_loss  # noqa: F401
 
-
-@dataclasses.dataclass(frozen=True)
-class Criterion:
-    """A scoring criterion: `fn(weight, gradient, rng) -> scores`.
-
-    `needs_gradient`: whether `fn` gets ∂L/∂c (else `gradient` is None and
-    no data pass runs). `model_level`: `fn(model, entries, data)` returns one
-    score array per masked weight itself (GraSP, SynFlow: passes of their
-    own). `needs_data`: False for data-free criteria (`dataset=None` is then
-    accepted). `rounds`: `prune` re-scores at the current mask this many
-    times, keeping an exponentially shrinking count (SynFlow, FORCE).
-    """
-
-    name: str
-    fn: object
-    needs_gradient: bool
-    model_level: bool = False
-    needs_data: bool = True
-    rounds: int = 1
-
-
-CRITERIA = {}  # name -> Criterion
-# model -> {(strategy, loss, training): compiled pass}; saves a retrace per call
+# model -> {(strategy, loss, training, masks): compiled pass}; saves a retrace per call
 _PASSES = weakref.WeakKeyDictionary()
-
-
-def register_criterion(name, fn, *, needs_gradient, model_level=False, needs_data=None, rounds=1):
-    """Adds a scoring criterion `fn(weight, gradient, rng) -> scores` (or, with
-    `model_level=True`, `fn(model, entries, data) -> [scores per entry]`); see
-    `Criterion`. `needs_data` defaults to `needs_gradient or model_level`."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"Expected a non-empty string name. Received: name={name!r}")
-    if not callable(fn):
-        raise TypeError(f"Expected a callable criterion. Received: fn={fn!r}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"Expected `rounds` to be an int >= 1. Received: rounds={rounds!r}")
-    needs_data = bool(needs_gradient or model_level) if needs_data is None else bool(needs_data)
-    CRITERIA[name] = Criterion(name, fn, bool(needs_gradient), bool(model_level), needs_data, rounds)
-
-
-def get_criterion(name):
-    """The registered `Criterion` called `name`; the one check of a criterion name.
-
-    Raises:
-        ValueError: no criterion has that name (the message lists them).
-    """
-    try:
-        return CRITERIA[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"Unknown criterion. Expected one of {sorted(CRITERIA)} (add others with "
-            f"sniptf.register_criterion). Received: criterion={name!r}") from None
-
-
-def snip(weight, gradient, rng):
-    """|∂L/∂c| at the current mask: SNIP's connection sensitivity."""
-    del weight, rng
-    return np.abs(gradient)
-
-
-def magnitude(weight, gradient, rng):
-    """|w|: magnitude pruning at initialization."""
-    del gradient, rng
-    return np.abs(weight)
-
-
-def random(weight, gradient, rng):
-    """Uniform random scores: random pruning."""
-    del gradient
-    return rng.random(weight.shape, dtype=np.float32)
-
-
-register_criterion("snip", snip, needs_gradient=True)
-register_criterion("magnitude", magnitude, needs_gradient=False)
-register_criterion("random", random, needs_gradient=False)
-# the criteria that followed SNIP (sniptf/criteria.py says what each computes)
-register_criterion("grasp", criteria.grasp, needs_gradient=False, model_level=True)
-register_criterion("synflow", criteria.synflow, needs_gradient=False, model_level=True,
-                   needs_data=False, rounds=criteria.SYNFLOW_ROUNDS)
-register_criterion("force", snip, needs_gradient=True, rounds=criteria.FORCE_ROUNDS)
-
-
-def _softmax_output(model):
-    layer = model.layers[-1] if model.layers else None
-    while isinstance(layer, keras.Model) and layer.layers:
-        layer = layer.layers[-1]
-    if isinstance(layer, keras.layers.Softmax):
-        return True
-    activation = getattr(layer, "activation", None)
-    if activation is None and hasattr(layer, "layer"):
-        activation = getattr(layer.layer, "activation", None)
-    name = getattr(activation, "__name__", None) or (
-        activation if isinstance(activation, str) else None)
-    return name == "softmax"
-
-
-COMPILED = "compiled"  # score with the model's own `compute_loss`
-
-
-def scoring_loss(model, loss=None):
-    """What `saliency` scores with: `loss` if given (see `resolve_loss`); else, for a
-    compiled model, `COMPILED`: everything Keras trains on (`model.compute_loss`: the
-    compiled losses with their `loss_weights`, and `model.losses`); else sparse
-    categorical cross-entropy.
-
-    Raises:
-        ValueError: an uncompiled model with several outputs and no `loss`.
-    """
-    if loss is not None:
-        return resolve_loss(model, loss)
-    if getattr(model, "compiled", False):
-        return COMPILED
-    outputs = getattr(model, "outputs", None) or []
-    if len(outputs) > 1:
-        raise ValueError(
-            f"Model '{model.name}' has {len(outputs)} outputs and is not compiled, so there is no "
-            "loss to score with. Compile it with its losses (SNIP then scores the loss Keras "
-            "trains on) or pass loss=fn(y_true, y_pred) (it receives the structures of targets "
-            "and predictions). Received: loss=None")
-    return resolve_loss(model, None)
-
-
-def resolve_loss(model, loss=None):
-    """The per-example loss function used for scoring.
-
-    `loss` (a Keras loss name, object or `fn(y_true, y_pred)`) wins; else the
-    model's compiled loss if it is a single loss; else sparse categorical
-    cross-entropy, from logits unless the model ends in a softmax.
-    """
-    if loss is None and getattr(model, "compiled", False):
-        loss = getattr(model, "loss", None)
-        if isinstance(loss, (list, dict, tuple)):
-            raise ValueError(
-                "The model is compiled with several losses; pass the one to "
-                f"score with as `loss=`. Received: model.loss={loss!r}"
-            )
-    if loss is None:
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not _softmax_output(model))
-    try:
-        fn = keras.losses.get(loss)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"Cannot use `loss` for scoring: {e}. Received: loss={loss!r}") from e
-    if fn is None or not callable(fn):
-        raise ValueError(f"Cannot use `loss` for scoring. Received: loss={loss!r}")
-    return fn
-
-
-def summed_loss(loss_fn, y, pred, sample_weight=None):
-    """`(sum of per-example losses, example count)` as float32 tensors.
-
-    With `sample_weight` ([batch]) each example's loss is weighted and the
-    count stays the number of examples, as Keras's `sum_over_batch_size`
-    reduction does in `fit`.
-    """
-    if isinstance(loss_fn, keras.losses.Loss):
-        values = loss_fn.call(y, pred)
-    else:
-        values = loss_fn(y, pred)
-    values = tf.cast(values, tf.float32)
-    n = tf.cast(tf.shape(tf.nest.flatten(pred)[0])[0], tf.float32)
-    if values.shape.rank == 0:
-        if sample_weight is not None:
-            raise ValueError(
-                "The scoring loss returns one number per batch, so sample weights cannot be "
-                "applied; return per-example losses of shape [batch] instead. Received: a scalar loss")
-        return values * n, n
-    if sample_weight is not None:
-        w = tf.cast(tf.reshape(sample_weight, [-1] + [1] * (values.shape.rank - 1)), tf.float32)
-        values = values * w
-    return tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32)
 
 
 def _gradient_pass(model, masks, loss_fn, training):
@@ -207,7 +48,7 @@ def _gradient_pass(model, masks, loss_fn, training):
             tape.watch(stand_ins)
             with masked_layer.masks_read_as(zip(masks, stand_ins)):
                 pred = model(x, training=training)
-            if loss_fn is COMPILED:
+            if loss_fn is losses.COMPILED:
                 # compute_loss is a mean over this replica's examples: times their
                 # count, summed over replicas, over the global count = the global mean
                 count = tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
@@ -215,7 +56,7 @@ def _gradient_pass(model, masks, loss_fn, training):
                                                                    training), tf.float32)
                 total = tf.cond(count > 0, lambda: mean * count, lambda: tf.zeros(()))
             else:
-                total, count = summed_loss(loss_fn, y, pred, sample_weight)
+                total, count = losses.summed_loss(loss_fn, y, pred, sample_weight)
         grads = tape.gradient(total, stand_ins, unconnected_gradients="zero")
         return grads, total, count
 
@@ -309,8 +150,8 @@ def saliency(model, dataset, *, criterion="snip", num_batches=1, loss=None,
         ValueError: no `MaskedLayer`, an unknown criterion, bad data, or a
             non-finite loss (the message names the batch).
     """
-    return {e.key: scores for e, _, scores in _in_turn(
-        model, dataset, criterion, num_batches, loss, batch_size, seed, bn_training)}
+    request = criteria.Data(dataset, num_batches, loss, batch_size, bn_training)
+    return {e.key: scores for e, _, scores in _in_turn(model, criterion, request, seed)}
 
 
 def score_sources(model, dataset, *, criterion="snip", num_batches=1, loss=None,
@@ -322,18 +163,24 @@ def score_sources(model, dataset, *, criterion="snip", num_batches=1, loss=None,
     had at that weight); the gradients of a data pass are held, as `saliency`
     holds them. Arguments as `saliency`."""
     # one pass, to know each weight's generator state (its scores are dropped)
-    return {e.key: remake for e, remake, _ in _in_turn(
-        model, dataset, criterion, num_batches, loss, batch_size, seed, bn_training)}
+    request = criteria.Data(dataset, num_batches, loss, batch_size, bn_training)
+    return {e.key: remake for e, remake, _ in _in_turn(model, criterion, request, seed)}
 
 
-def _in_turn(model, dataset, criterion, num_batches, loss, batch_size, seed, bn_training):
-    """Yields `(entry, remake, scores)` for every masked weight in model order:
-    `remake()` computes the same scores again."""
-    criterion = get_criterion(criterion)
-    selection.check_seed(seed)
+def check_num_batches(num_batches):
+    """Validates `num_batches`: an int >= 1."""
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(
             f"Expected `num_batches` to be an int >= 1. Received: num_batches={num_batches!r}")
+    return num_batches
+
+
+def _in_turn(model, criterion, data, seed):
+    """Yields `(entry, remake, scores)` for every masked weight in model order:
+    `remake()` computes the same scores again. `data`: a `criteria.Data` request."""
+    criterion = get_criterion(criterion)
+    selection.check_seed(seed)
+    check_num_batches(data.num_batches)
     entries = transform.masked_entries(model)
     if not entries:
         raise ValueError(
@@ -341,14 +188,13 @@ def _in_turn(model, dataset, criterion, num_batches, loss, batch_size, seed, bn_
             "first, or sniptf.prune(model, ...) to wrap and prune in one call. "
             f"Received: model={model.name!r} ({type(model).__name__}, not wrapped)"
         )
-    if criterion.needs_data and dataset is None:
+    if criterion.needs_data and data.dataset is None:
         raise ValueError(
             f"Criterion {criterion.name!r} scores on data; dataset=None is accepted only by the "
-            f"data-free criteria {sorted(n for n, c in CRITERIA.items() if not c.needs_data)}. "
+            f"data-free criteria {sorted(n for n, c in criteria.CRITERIA.items() if not c.needs_data)}. "
             "Received: dataset=None")
     rng = np.random.default_rng(seed)
     if criterion.model_level:
-        data = criteria.Data(dataset, num_batches, loss, batch_size, bn_training)
         for e, scores in zip(entries, criterion.fn(model, entries, data)):
             # float64 scores stay float64: SynFlow's shares of R can span more than
             # float32 holds (a residual shortcut carries a tiny share of the flow)
@@ -359,8 +205,7 @@ def _in_turn(model, dataset, criterion, num_batches, loss, batch_size, seed, bn_
         return
     grads = None
     if criterion.needs_gradient:
-        grads = _accumulated_gradients(model, entries, dataset, num_batches,
-                                       loss, batch_size, bn_training)
+        grads = _accumulated_gradients(model, entries, data)
 
     def score(weight, gradient, rng):
         scores = criterion.fn(weight.numpy(), gradient, rng)
@@ -390,9 +235,10 @@ def _cause(error):
     return lines[0] if lines else repr(error)
 
 
-def _accumulated_gradients(model, entries, dataset, num_batches, loss,
-                           batch_size, bn_training):
+def _accumulated_gradients(model, entries, data):
+    """∂(mean loss)/∂c per entry's mask, summed over `data`'s batches (a `criteria.Data`)."""
     masks = [e.mask for e in entries]
+    loss, bn_training = data.loss, data.bn_training
     state = [(v, v.numpy()) for v in model.non_trainable_variables] if bn_training else []
     try:
         compiled = id(getattr(model, "loss", None)) if getattr(model, "compiled", False) else None
@@ -403,20 +249,20 @@ def _accumulated_gradients(model, entries, dataset, num_batches, loss,
         key = None
     cached = _PASSES.setdefault(model, {})
     if key is None or key not in cached:
-        run = _gradient_pass(model, masks, scoring_loss(model, loss), bn_training)
+        run = _gradient_pass(model, masks, losses.scoring_loss(model, loss), bn_training)
         if key is not None:
             cached[key] = run
     else:
         run = cached[key]
     try:
-        if (isinstance(dataset, tf.data.Dataset)
+        if (isinstance(data.dataset, tf.data.Dataset)
                 and tf.distribute.get_strategy().num_replicas_in_sync == 1):
-            fast = _dataset_gradients(model, run, dataset, num_batches, loss)
+            fast = _dataset_gradients(model, run, data)
             if fast is not None:
                 return fast
         # arrays, several replicas, or a dataset whose fast pass failed: batch by
         # batch, which names the batch at fault
-        return _batch_gradients(model, run, dataset, num_batches, loss, batch_size)
+        return _batch_gradients(model, run, data)
     finally:
         for v, value in state:
             v.assign(value)
@@ -441,14 +287,15 @@ def _warn_short(seen, num_batches):
                       f"had only {seen}; scored on {seen}.", stacklevel=5)
 
 
-def _dataset_gradients(model, run, dataset, num_batches, loss):
+def _dataset_gradients(model, run, data):
     """The summed gradients from one compiled pass over the dataset's batches, or
     None if the pass failed or met a non-finite loss (the caller then goes batch
     by batch to say which batch)."""
-    x, y, _ = data_utils.unpack(dataset.element_spec)  # checked from the spec: no batch is read
-    _check_batch(model, x, y, 0, loss)
+    num_batches = data.num_batches
+    x, y, _ = data_utils.unpack(data.dataset.element_spec)  # checked from the spec: no batch is read
+    _check_batch(model, x, y, 0, data.loss)
     try:
-        sums, seen, finite = run.over_dataset(dataset, tf.constant(num_batches, tf.int64))
+        sums, seen, finite = run.over_dataset(data.dataset, tf.constant(num_batches, tf.int64))
     except (tf.errors.InvalidArgumentError, ValueError, TypeError):
         return None
     if not bool(finite):
@@ -457,11 +304,13 @@ def _dataset_gradients(model, run, dataset, num_batches, loss):
     return [g.numpy() for g in sums]
 
 
-def _batch_gradients(model, run, dataset, num_batches, loss, batch_size):
+def _batch_gradients(model, run, data):
     total = None
     seen = 0
-    for index, (x, y, sample_weight) in enumerate(data_utils.batches(dataset, num_batches, batch_size)):
-        _check_batch(model, x, y, index, loss)
+    num_batches = data.num_batches
+    for index, (x, y, sample_weight) in enumerate(
+            data_utils.batches(data.dataset, num_batches, data.batch_size)):
+        _check_batch(model, x, y, index, data.loss)
         try:
             grads, mean, _ = run((x, y, sample_weight))
         except (tf.errors.InvalidArgumentError, ValueError) as e:

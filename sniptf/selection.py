@@ -79,7 +79,12 @@ def kept_count(kappa, total):
         TypeError / ValueError: see `check_kappa`; also an int above `total`
         or a fraction that rounds to zero weights.
     """
-    kappa = check_kappa(kappa)
+    return count_for(check_kappa(kappa), total)
+
+
+def count_for(kappa, total):
+    """`kept_count` of a κ that `check_kappa` has already returned (prune checks
+    it once, before any work, and counts here once it knows `total`)."""
     if isinstance(kappa, int):
         if kappa > total:
             raise ValueError(
@@ -297,6 +302,24 @@ def select(scores, kappa, *, scope="global", seed=0, min_kept_per_layer=0):
     check_scope(scope)
     check_seed(seed)
     min_kept = check_min_kept(min_kept_per_layer)
+    sources, shapes, width = _sources(scores)
+    k = kept_count(kappa, sum(int(np.prod(shape)) for shape in shapes))
+    return _select(sources, shapes, width, k, scope, seed, min_kept)
+
+
+def select_count(scores, count, *, scope, seed, min_kept_per_layer):
+    """`select` with the kept count given: for a caller that has checked `scope`,
+    `seed` and `min_kept_per_layer` and turned κ into `count` itself (`prune` does
+    once, then selects once per round). `scores` are checked here as in `select`."""
+    sources, shapes, width = _sources(scores)
+    total = sum(int(np.prod(shape)) for shape in shapes)
+    if not 1 <= count <= total:
+        raise ValueError(f"Expected a kept count in [1, {total}]. Received: count={count!r}")
+    return _select(sources, shapes, width, count, scope, seed, min_kept_per_layer)
+
+
+def _sources(scores):
+    """Score sources as callables, their shapes, and the key width (32 or 64 bits)."""
     if not scores:
         raise ValueError(f"No scores to select from. Received: scores={scores!r}")
     sources = [s if callable(s) else (lambda s=np.asarray(s): s) for s in scores]
@@ -315,8 +338,10 @@ def select(scores, kappa, *, scope="global", seed=0, min_kept_per_layer=0):
         if s.dtype.itemsize > 4 or np.issubdtype(s.dtype, np.integer):
             width = 64  # float64 (or integer) scores are compared as float64
         del s
-    total = sum(int(np.prod(shape)) for shape in shapes)
-    k = kept_count(kappa, total)
+    return sources, shapes, width
+
+
+def _select(sources, shapes, width, k, scope, seed, min_kept):
     rng = np.random.default_rng(seed)
     if min_kept:
         return _guarded(sources, shapes, k, width, rng, scope, min_kept)

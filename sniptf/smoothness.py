@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sniptf import scoring
+from sniptf import losses
 
 GAMMAS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
@@ -62,7 +62,7 @@ class FullBatchGradient:
     Args:
         model: a built Keras model (MaskedLayers included: pruned entries get 0).
         data: an `(x, y)` pair of arrays: the "full batch".
-        loss: a loss for `scoring.resolve_loss` (default: the compiled loss, else
+        loss: a loss for `losses.resolve_loss` (default: the compiled loss, else
             sparse categorical cross-entropy).
         chunk: examples per forward pass (memory only; the result is the mean
             over all examples).
@@ -77,12 +77,12 @@ class FullBatchGradient:
             raise ValueError("The full batch is empty. Received: data with 0 examples")
         self.parts = [(x[i:i + chunk], y[i:i + chunk]) for i in range(0, n, chunk)]
         self.n = n
-        loss_fn = scoring.resolve_loss(model, loss)
+        loss_fn = losses.resolve_loss(model, loss)
 
         @tf.function(reduce_retracing=True)
         def summed(x, y):
             with tf.GradientTape() as tape:
-                total, _ = scoring.summed_loss(loss_fn, y, model(x, training=False))
+                total, _ = losses.summed_loss(loss_fn, y, model(x, training=False))
             return tape.gradient(total, self.variables, unconnected_gradients="zero")
 
         self._summed = summed

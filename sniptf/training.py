@@ -18,12 +18,12 @@ from absl import logging
 
 from sniptf import _keras_compat
 from sniptf import callbacks as callbacks_lib
+from sniptf import criteria
 from sniptf import data as data_lib
 from sniptf import distribute
 from sniptf import initializers
 from sniptf import models as models_lib
 from sniptf import run_dir
-from sniptf import scoring
 from sniptf import selection
 from sniptf.pruning import prune
 from sniptf.report import mask_digest
@@ -132,7 +132,7 @@ def prepare(config):
     """Checks every value of `config` with the function that uses it; no side effects.
 
     Each check belongs to the function that uses the value (`models.check_name`,
-    `data.info`, `scoring.get_criterion`, `selection.check_kappa`,
+    `data.info`, `criteria.get_criterion`, `selection.check_kappa`,
     `learning_rate_schedule`, `check_optimizer`, `distribute.check_strategy`,
     `check_output_dir`); this only calls them, before any work.
 
@@ -149,7 +149,7 @@ def prepare(config):
     if not isinstance(config.standardize, bool):
         raise TypeError(f"Expected standardize to be a bool. Received: standardize={config.standardize!r}")
     if config.criterion != NO_PRUNING:
-        scoring.get_criterion(config.criterion)
+        criteria.get_criterion(config.criterion)
         selection.check_kappa(config.kappa)
     for name in ("batch_size", "train_steps", "eval_every"):
         value = getattr(config, name)

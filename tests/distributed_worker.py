@@ -73,7 +73,7 @@ def main():
     entries = sniptf.transform.masked_entries(pruned)
     with strategy.scope():
         run = sniptf.scoring._gradient_pass(pruned, [e.mask for e in entries],
-                                            sniptf.scoring.resolve_loss(pruned), False)
+                                            sniptf.losses.resolve_loss(pruned), False)
         _, _, count = run((tf.constant(batch[0]), tf.constant(batch[1]), None))
     zero = None
     if mode == "mirrored":

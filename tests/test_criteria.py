@@ -147,14 +147,14 @@ def test_force_can_bring_back_a_pruned_connection(monkeypatch):
     model = sniptf.models.get("lenet_300_100", (28, 28, 1), 10)
     x, y = sniptf.data.load_numpy("mnist10k", "validation")
     seen = []
-    real = selection.select
+    real = selection.select_count
 
-    def spy(scores, kappa, **kwargs):
-        masks = real(scores, kappa, **kwargs)
+    def spy(scores, count, **kwargs):
+        masks = real(scores, count, **kwargs)
         seen.append([m.copy() for m in masks])
         return masks
 
-    monkeypatch.setattr(selection, "select", spy)
+    monkeypatch.setattr(selection, "select_count", spy)
     sniptf.prune(model, (x[:100], y[:100]), kappa=0.01, criterion="force")
     assert len(seen) == criteria.FORCE_ROUNDS
     revived = sum(int(np.count_nonzero(~early & late)) for early, late in zip(seen[5], seen[-1]))
@@ -247,3 +247,15 @@ def test_summary_means_skip_diverged_runs_and_count_them():
     (row,) = snip.summarize([run(float("nan"), True), run(0.16, False), run(0.18, False)])
     assert row["diverged"] == 1 and row["seeds"] == 3
     assert row["test_error_mean"] == pytest.approx(17.0) and row["test_error_std"] == pytest.approx(1.0)
+
+
+def test_kappa_is_checked_once_per_prune(monkeypatch):
+    """κ becomes a count once in `prune`, not once per SynFlow round."""
+    keras.utils.set_random_seed(0)
+    model = sniptf.models.get("lenet_300_100", (28, 28, 1), 10)
+    calls = []
+    real = selection.check_kappa
+    monkeypatch.setattr(selection, "check_kappa", lambda k: calls.append(k) or real(k))
+    pruned = sniptf.prune(model, None, kappa=0.05, criterion="synflow")
+    assert calls == [0.05]
+    assert sniptf.sparsity(pruned).kept == round(0.05 * sniptf.sparsity(pruned).total.total)

@@ -17,11 +17,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from sniptf import criteria
 from sniptf import data
 from sniptf import distribute
 from sniptf import models
 from sniptf import run_dir
-from sniptf import scoring
 from sniptf import selection
 from sniptf import training
 from sniptf.commands import run_command
@@ -32,7 +32,7 @@ flags.DEFINE_enum("dataset", "mnist10k", sorted(data.DATASETS), "Dataset.")
 flags.DEFINE_bool("standardize", False, "Standardize inputs with the training split's per-channel "
                   "mean and std, as the SNIP authors do (default: pixels in [0, 1]).")
 flags.DEFINE_float("kappa", 0.05, "Fraction of prunable weights kept, in (0, 1].")
-flags.DEFINE_enum("criterion", "snip", sorted(scoring.CRITERIA) + [training.NO_PRUNING],
+flags.DEFINE_enum("criterion", "snip", sorted(criteria.CRITERIA) + [training.NO_PRUNING],
                   "Pruning criterion; 'none' trains the dense model.")
 flags.DEFINE_enum("scope", "global", list(selection.SCOPES),
                   "Selection: global ranking, the same fraction per layer, or ERK budgets.")
