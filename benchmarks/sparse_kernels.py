@@ -4,7 +4,7 @@
 
 The 99%-sparse 784->4096->4096 MLP's two big kernels (random, 1% kept), batch 1 and 64:
 the two products with tf.sparse.sparse_dense_matmul on W with adjoint_a=True (as
-sniptf.sparse_format serves them), on a SparseTensor of W^T (as it did before),
+sniptf.exporters.sparse_format serves them), on a SparseTensor of W^T (as it did before),
 with gather + unsorted_segment_sum, and the dense products, each in one
 tf.function; per-call medians over interleaved rounds (this VM's speed drifts).
 """
@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 
-from sniptf import sparse_format
+from sniptf.exporters import sparse_format
 
 
 def interleaved_ms(fns, rounds=100):

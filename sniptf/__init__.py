@@ -6,6 +6,8 @@ from sniptf import distribute
 from sniptf import initializers
 from sniptf import models
 from sniptf import training
+from sniptf.criteria import register_criterion
+from sniptf.exporters import export
 from sniptf.isometry import approximate_isometry
 from sniptf.jacobian import jacobian_singular_values
 from sniptf.masked_layer import MaskedLayer, MaskedModel
@@ -14,8 +16,6 @@ from sniptf.registry import register_container
 from sniptf.registry import register_prunable
 from sniptf.registry import supported_layers
 from sniptf.report import sparsity
-from sniptf.saved_model import export
-from sniptf.criteria import register_criterion
 from sniptf.scoring import saliency
 from sniptf.selection import select
 from sniptf.transform import strip

@@ -28,7 +28,7 @@ from sniptf import selection
 from sniptf.pruning import prune
 from sniptf.report import mask_digest
 from sniptf.report import sparsity
-from sniptf.saved_model import export
+from sniptf.exporters import export
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 LR_SCHEDULES = ("constant", "piecewise", "linear")

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import sniptf
-from sniptf import sparse_format
+from sniptf.exporters import sparse_format
 
 L = keras.layers
 
@@ -159,3 +159,31 @@ def test_bad_format_arguments_name_the_value_and_write_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"Received: batch_size_hint=0"):
         sniptf.export(pruned, tmp_path / "a", format="sparse_saved_model", batch_size_hint=0)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_new_format_is_one_table_row(tmp_path, monkeypatch):
+    """`export` goes through `exporters.EXPORTERS`: a row added there is a format, written
+    atomically like the others; a failing writer leaves nothing behind."""
+    from sniptf import exporters
+
+    def write(plain, directory, *, batch_size_hint, quantize):
+        path = os.path.join(directory, "weights.npz")
+        np.savez(path, *plain.get_weights())
+        return path, {"bytes": os.path.getsize(path)}
+
+    monkeypatch.setitem(exporters.EXPORTERS, "npz", exporters.Exporter("npz", write))
+    model = CASES["dense"][0]()
+    plain = sniptf.export(model, tmp_path / "w.npz", format="npz")
+    assert plain.export_info["format"] == "npz" and plain.export_info["bytes"] > 0
+    assert len(np.load(tmp_path / "w.npz").files) == len(model.get_weights())
+
+    def broken(plain, directory, **kwargs):
+        open(os.path.join(directory, "half"), "w").write("x")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setitem(exporters.EXPORTERS, "broken", exporters.Exporter("broken", broken))
+    with pytest.raises(RuntimeError, match="disk full"):
+        sniptf.export(model, tmp_path / "b", format="broken")
+    assert sorted(os.listdir(tmp_path)) == ["w.npz"]
+    with pytest.raises(ValueError, match="applies to format='tflite' only"):
+        sniptf.export(model, tmp_path / "q", format="saved_model", quantize="dynamic")

@@ -21,7 +21,7 @@ from sniptf import run_dir
 from sniptf import selection
 from sniptf import training
 from sniptf.commands import run_command
-from sniptf.saved_model import export
+from sniptf.exporters import export
 from sniptf.studies import demo
 
 FLAGS = flags.FLAGS

@@ -9,7 +9,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from sniptf import saved_model
+from sniptf import exporters
 from sniptf import training
 from sniptf.commands import run_command
 
@@ -17,7 +17,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint_dir", None, "A sniptf-train --output_dir (or its checkpoints/).")
 flags.DEFINE_string("output_dir", None, "Where the SavedModel goes.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.")
-flags.DEFINE_enum("format", "saved_model", list(saved_model.FORMATS),
+flags.DEFINE_enum("format", "saved_model", list(exporters.FORMATS),
                   "saved_model, sparse_saved_model (smaller; TensorFlow alone loads it) or tflite.")
 flags.mark_flags_as_required(["checkpoint_dir", "output_dir"])
 
@@ -27,7 +27,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
         training.check_output_dir(FLAGS.output_dir)
-        saved_model.export_checkpoint(FLAGS.checkpoint_dir, FLAGS.output_dir,
+        exporters.export_checkpoint(FLAGS.checkpoint_dir, FLAGS.output_dir,
                                       overwrite=FLAGS.overwrite, format=FLAGS.format)
     except (ValueError, FileExistsError) as e:
         message = str(e).replace("checkpoint_dir=", "--checkpoint_dir=").replace(

@@ -1,10 +1,13 @@
 """The `tflite` export format: TensorFlow Lite with the converter's sparsity encoding."""
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from sniptf import transform
+from sniptf.exporters import saved_model
 
 QUANTIZE = (None, "dynamic")
 
@@ -79,3 +82,15 @@ def convert(plain, serve, input_signature, quantize=None, atol=1e-4):
             f"The TensorFlow Lite model's outputs differ from model '{plain.name}'s by {error:.3g} "
             f"(tolerance {tolerance:.3g}) on a check batch; not writing it.")
     return flatbuffer, error
+
+
+def write(plain, directory, *, batch_size_hint, quantize):
+    """Exporter `tflite`: `model.tflite` in `directory`; returns (its path, sizes)."""
+    del batch_size_hint
+    serve = saved_model.serve_function(plain)  # the dense serve function is what converts
+    flatbuffer, error = convert(plain, serve, serve.input_signature[0], quantize)
+    target = os.path.join(directory, "model.tflite")
+    with open(target, "wb") as f:
+        f.write(flatbuffer)
+    return target, {"bytes": len(flatbuffer), "max_abs_error": error, "quantize": quantize}
+
