@@ -1,5 +1,6 @@
 """sniptf: sparse neural networks pruned at initialization, for Keras 3."""
 
+from sniptf import backup
 from sniptf import callbacks
 from sniptf import data
 from sniptf import distribute

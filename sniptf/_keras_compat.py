@@ -224,3 +224,33 @@ def all_layers(model):
     """Every layer inside `model`, itself included, nested at any depth (Keras 3.15:
     `_flatten_layers` is the only walk that sees wrapped and held sub-layers)."""
     return list(model._flatten_layers(include_self=True, recursive=True))
+
+
+class BackupAndRestoreHooks(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore` with its private hooks given public names:
+    Keras calls `_save_model()` at each save point, which calls `save_backup()`
+    (override it; the default is Keras's own save), and `current_epoch` is the
+    epoch being saved (Keras's `_current_epoch`)."""
+
+    @property
+    def current_epoch(self):
+        return self._current_epoch
+
+    def _save_model(self):
+        self.save_backup()
+
+    def save_backup(self):
+        super()._save_model()
+
+
+class TrackableResourceHooks(tf.saved_model.experimental.TrackableResource):
+    """TensorFlow's `TrackableResource` with its subclass hooks given public names:
+    TF calls `_create_resource()` and `_initialize()` (traced into a SavedModel and
+    run at load), which call `create_resource()` and `initialize()`."""
+
+    def _create_resource(self):
+        return self.create_resource()
+
+    def _initialize(self):
+        return self.initialize()
+

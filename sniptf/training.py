@@ -17,6 +17,7 @@ import keras
 from absl import logging
 
 from sniptf import _keras_compat
+from sniptf import backup as backup_lib
 from sniptf import callbacks as callbacks_lib
 from sniptf import criteria
 from sniptf import data as data_lib
@@ -262,7 +263,7 @@ def _run_locked(plan, strategy, out, wall_start):
     best_model = callbacks_lib.BestModel(os.path.join(checkpoints, "best.keras"))
     # each backup holds the best model as of its epoch: a resumed run (every worker of
     # a multi-worker job alike) goes on with the best model it had then
-    backup = callbacks_lib.Backup(os.path.join(out, "backup"), best_model=best_model)
+    backup = backup_lib.Backup(os.path.join(out, "backup"), best_model=best_model)
     divergence = callbacks_lib.Divergence()
     callbacks = [
         divergence,  # first: once it fires, the backup and best model are left as they are

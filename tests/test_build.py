@@ -57,15 +57,61 @@ def test_bazel_query_sees_every_target():
     assert expected <= queried, f"bazel query lacks {sorted(expected - queried)}"
 
 
-def test_private_keras_names_only_in_the_compat_module():
-    pattern = re.compile(r"keras\.src|\._[a-z_]*build|_keras_history")
-    hits = []
+COMPAT = {os.path.join("sniptf", "_keras_compat.py"), os.path.join("sniptf", "_optuna_compat.py")}
+
+
+def _sources():
     for folder in ("sniptf", "scripts"):
-        for path in glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True):
+        for path in sorted(glob.glob(os.path.join(ROOT, folder, "**", "*.py"), recursive=True)):
             rel = os.path.relpath(path, ROOT)
-            if rel == os.path.join("sniptf", "_keras_compat.py"):
+            if rel not in COMPAT:
+                yield rel, open(path).read()
+
+
+def test_private_library_names_only_in_the_compat_modules():
+    """No private module of Keras, TensorFlow or Optuna is imported, no private
+    attribute of theirs read, outside `_keras_compat` / `_optuna_compat`: every
+    `._name` read must be a name sniptf itself defines (a def, a class or an
+    assignment somewhere in sniptf)."""
+    private_module = re.compile(r"keras\.src|tensorflow\.python|tf\.python|optuna\.\w+\._|_keras_history")
+    attribute = re.compile(r"\.(_[A-Za-z]\w*)\b")
+    sources = dict(_sources())
+    ours = set()
+    for text in sources.values():
+        ours.update(re.findall(r"(?:def|class)\s+(_\w+)", text))
+        ours.update(re.findall(r"\b(_[A-Za-z]\w*)\s*(?::[^=\n]*)?=(?!=)", text))
+    hits = []
+    for rel, text in sources.items():
+        for number, line in enumerate(text.splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if private_module.search(code):
+                hits.append(f"{rel}:{number}: {line.strip()}")
+            for name in attribute.findall(code):
+                if not name.startswith("__") and name not in ours:
+                    hits.append(f"{rel}:{number}: {name}: {line.strip()}")
+    assert not hits, ("private Keras/TF/Optuna names belong in sniptf/_keras_compat.py or "
+                      "sniptf/_optuna_compat.py:\n" + "\n".join(hits))
+
+
+def test_no_private_library_hook_overridden_outside_the_compat_modules():
+    """A sniptf class that overrides a private method of a Keras/TF class (Keras's
+    `BackupAndRestore._save_model`) does it through a compat-module base."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import sniptf
+    hits = []
+    for info in pkgutil.walk_packages(sniptf.__path__, "sniptf."):
+        if info.name.endswith("_compat") or info.name.startswith("sniptf.commands"):
+            continue  # the commands define absl flags at import, and hold no classes
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__:
                 continue
-            for number, line in enumerate(open(path), 1):
-                if pattern.search(line):
-                    hits.append(f"{rel}:{number}: {line.strip()}")
-    assert not hits, "private Keras names belong in sniptf/_keras_compat.py:\n" + "\n".join(hits)
+            theirs = [b for b in cls.__mro__[1:] if not b.__module__.startswith("sniptf")]
+            for name in vars(cls):
+                if name.startswith("_") and not name.startswith("__") and any(
+                        name in vars(b) for b in theirs):
+                    hits.append(f"{info.name}.{cls.__name__}.{name}")
+    assert not hits, "override private hooks in a compat-module base: " + ", ".join(hits)

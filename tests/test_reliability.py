@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sniptf import callbacks
+from sniptf.backup import Backup
 from sniptf import run_dir
 from sniptf import training
 
@@ -48,7 +49,7 @@ def _interrupted_run(backup_dir, epochs_done=2, units=4):
     model = _model(units)
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, Y, epochs=5, verbose=0,
-                  callbacks=[callbacks.Backup(backup_dir), _Kill(epochs_done)])
+                  callbacks=[Backup(backup_dir), _Kill(epochs_done)])
     return model
 
 
@@ -68,7 +69,7 @@ def test_truncated_backup_falls_back_to_the_previous_one(tmp_path, caplog):
     with open(latest, "r+b") as f:  # killed during the write
         f.truncate(os.path.getsize(latest) // 2)
     model = _model(seed=5)
-    restore = callbacks.Backup(backup)
+    restore = Backup(backup)
     seen = []
     probe = keras.callbacks.LambdaCallback(
         on_train_begin=lambda logs: seen.append(model.get_weights()))
@@ -89,7 +90,7 @@ def test_no_good_backup_starts_clean_and_a_failed_load_changes_nothing(tmp_path,
     model = _model(units=6, seed=5)
     model.optimizer.build(model.trainable_variables)
     before = [v.numpy() for v in model.variables + model.optimizer.variables]
-    restore = callbacks.Backup(backup)
+    restore = Backup(backup)
     seen = []
     probe = keras.callbacks.LambdaCallback(
         on_train_begin=lambda logs: seen.append([v.numpy() for v in model.variables
@@ -107,7 +108,7 @@ def test_a_write_in_progress_is_ignored(tmp_path):
     _interrupted_run(backup, epochs_done=1)
     os.makedirs(os.path.join(backup, ".writing-999"))
     open(os.path.join(backup, ".writing-999", "backup.weights.h5"), "wb").write(b"half")
-    assert callbacks.Backup.newest_good_epoch(backup) == 1
+    assert Backup.newest_good_epoch(backup) == 1
 
 
 class _Val(keras.callbacks.Callback):
@@ -135,7 +136,7 @@ def test_resuming_puts_back_the_best_model_of_the_epoch_resumed_from(tmp_path, c
         model = _model()
         kill = [_Kill(epochs_done)] if epochs_done else []
         model.fit(X, Y, epochs=5, verbose=0, callbacks=[
-            _Val(values), best, callbacks.Backup(backup, best_model=best), *kill])
+            _Val(values), best, Backup(backup, best_model=best), *kill])
         return best
 
     with pytest.raises(KeyboardInterrupt):
@@ -146,7 +147,7 @@ def test_resuming_puts_back_the_best_model_of_the_epoch_resumed_from(tmp_path, c
     # the same model but another record (a kill between the two writes): the record is put back
     record = json.load(open(best_path + ".json"))
     json.dump({"value": 1.0, "epoch": 9, "step": 99}, open(best_path + ".json", "w"))
-    restore = callbacks.Backup(backup, best_model=callbacks.BestModel(best_path))
+    restore = Backup(backup, best_model=callbacks.BestModel(best_path))
     restore.set_model(_model())
     restore.on_train_begin()
     assert restore.restored_epoch == 3 and json.load(open(best_path + ".json")) == record
@@ -169,7 +170,7 @@ def test_resuming_puts_back_the_best_model_of_the_epoch_resumed_from(tmp_path, c
     json.dump(meta, open(meta_path, "w"))
     shutil.rmtree(os.path.join(backup, "epoch-1"))
     kept = open(best_path, "rb").read()
-    restore = callbacks.Backup(backup, best_model=callbacks.BestModel(best_path))
+    restore = Backup(backup, best_model=callbacks.BestModel(best_path))
     restore.set_model(_model())
     restore.on_train_begin()
     assert restore.restored_epoch == 2 and open(best_path, "rb").read() == kept
@@ -179,7 +180,7 @@ def test_resuming_puts_back_the_best_model_of_the_epoch_resumed_from(tmp_path, c
 def test_each_backup_holds_its_own_epochs_best_model_whatever_the_callback_order(tmp_path, order):
     best_path = str(tmp_path / "best.keras")
     best = callbacks.BestModel(best_path)
-    backup = callbacks.Backup(str(tmp_path / "backup"), best_model=best)
+    backup = Backup(str(tmp_path / "backup"), best_model=best)
     listed = {"backup first": [backup, best], "best model first": [best, backup],
               "backup only": [backup]}[order]
     with pytest.raises(KeyboardInterrupt):
@@ -196,12 +197,12 @@ def test_a_corrupt_best_model_in_a_backup_makes_it_bad(tmp_path):
     best = callbacks.BestModel(best_path)
     with pytest.raises(KeyboardInterrupt):
         _model().fit(X, Y, epochs=5, verbose=0, callbacks=[
-            _Val([0.5, 0.6, 0.7, 0.8, 0.9]), best, callbacks.Backup(backup, best_model=best), _Kill(2)])
+            _Val([0.5, 0.6, 0.7, 0.8, 0.9]), best, Backup(backup, best_model=best), _Kill(2)])
     saved = os.path.join(backup, "epoch-2", "best.keras")
     data = open(saved, "rb").read()
     os.remove(saved)  # the link, not the best model itself
     open(saved, "wb").write(data[: len(data) // 2])
-    assert callbacks.Backup.newest_good_epoch(backup) == 1
+    assert Backup.newest_good_epoch(backup) == 1
 
 
 def test_a_second_process_cannot_take_the_lock_until_the_first_dies(tmp_path):
@@ -258,12 +259,13 @@ def test_train_script_refuses_a_directory_in_use_and_writes_nothing(tmp_path):
 def test_sweep_runs_in_worker_processes_replaced_every_n_runs(tmp_path):
     """A run leaves ~10 MiB behind in a long-lived process (benchmarks/sweep_memory.py):
     the SNIP table's sweep replaces its worker every `runs_per_process` runs."""
+    from sniptf.studies import common
     from sniptf.studies import snip
     budgets = {key: (4, 2, 4) for key in snip.BUDGETS}
     configs = [c for c in snip.table_configs(["mnist10k"], [0], budgets, str(tmp_path))
                if c.model == "lenet_300_100"][:3]
     memory = []
-    results = snip.run_table(configs, log=lambda line: None, runs_per_process=2, memory=memory)
+    results = common.run_table(configs, log=lambda line: None, runs_per_process=2, memory=memory)
     assert [m["steps"] for m in results] == [4, 4, 4]
     pids = [pid for _, _, _, pid in memory]
     assert pids[0] == pids[1] != pids[2] and os.getpid() not in pids

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sniptf import _keras_compat
 from sniptf import transform
 
 _POSITION_TYPES = (np.uint8, np.uint16, np.uint32, np.int64)
@@ -100,7 +101,7 @@ def rebuild(e):
     return tf.reshape(flat, e.shape)
 
 
-class _RebuildAtLoad(tf.saved_model.experimental.TrackableResource):
+class _RebuildAtLoad(_keras_compat.TrackableResourceHooks):
     """Fills the caches when the SavedModel is loaded.
 
     A SavedModel runs its resources' initializers after it has restored the
@@ -115,10 +116,10 @@ class _RebuildAtLoad(tf.saved_model.experimental.TrackableResource):
         self._caches = caches
         super().__init__()
 
-    def _create_resource(self):
+    def create_resource(self):
         return tf.raw_ops.VarHandleOp(dtype=tf.bool, shape=[], shared_name="")
 
-    def _initialize(self):
+    def initialize(self):
         return self._caches.fill()
 
 

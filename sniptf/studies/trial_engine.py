@@ -26,6 +26,8 @@ import time
 
 import optuna
 
+from sniptf import _optuna_compat
+
 SPEC_STUDY = "sniptf-spec"
 STATUSES = ("reached", "not_reached", "diverged")
 _STATES = optuna.trial.TrialState
@@ -121,8 +123,8 @@ class TrialEngine:
     def _claim(self, study_id):
         for trial in self.storage.get_all_trials(study_id, deepcopy=False, states=(_STATES.WAITING,)):
             try:
-                if self.storage.set_trial_state_values(trial._trial_id, state=_STATES.RUNNING):
-                    return self.storage.get_trial(trial._trial_id)
+                if self.storage.set_trial_state_values(_optuna_compat.trial_id(trial), state=_STATES.RUNNING):
+                    return self.storage.get_trial(_optuna_compat.trial_id(trial))
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
         return None
@@ -155,17 +157,17 @@ class TrialEngine:
                 if trial is None:
                     break
                 index, params = trial.user_attrs["index"], trial.user_attrs["params"]
-                self.storage.set_trial_user_attr(trial._trial_id, "worker", worker)
+                self.storage.set_trial_user_attr(_optuna_compat.trial_id(trial), "worker", worker)
                 log(f"{name} trial {index} {params} on {worker}")
                 start = time.perf_counter()
                 try:
                     result = run_trial(name, params, index, self.best_value(study_id))
                 except BaseException as e:
-                    self.storage.set_trial_user_attr(trial._trial_id, "status", "error")
-                    self.storage.set_trial_user_attr(trial._trial_id, "error", repr(e)[:2000])
-                    self.storage.set_trial_state_values(trial._trial_id, state=_STATES.FAIL)
+                    self.storage.set_trial_user_attr(_optuna_compat.trial_id(trial), "status", "error")
+                    self.storage.set_trial_user_attr(_optuna_compat.trial_id(trial), "error", repr(e)[:2000])
+                    self.storage.set_trial_state_values(_optuna_compat.trial_id(trial), state=_STATES.FAIL)
                     raise
-                self._record(trial._trial_id, result, time.perf_counter() - start)
+                self._record(_optuna_compat.trial_id(trial), result, time.perf_counter() - start)
                 ran += 1
         return ran
 
@@ -201,10 +203,10 @@ class TrialEngine:
                 if trial.state == _STATES.FAIL and trial.user_attrs.get("status") != "error":
                     continue  # diverged is a result; abandoned is already re-queued
                 if trial.state == _STATES.RUNNING:
-                    self.storage.set_trial_user_attr(trial._trial_id, "status", "abandoned")
-                    self.storage.set_trial_state_values(trial._trial_id, state=_STATES.FAIL)
+                    self.storage.set_trial_user_attr(_optuna_compat.trial_id(trial), "status", "abandoned")
+                    self.storage.set_trial_state_values(_optuna_compat.trial_id(trial), state=_STATES.FAIL)
                 else:
-                    self.storage.set_trial_user_attr(trial._trial_id, "status", "error-requeued")
+                    self.storage.set_trial_user_attr(_optuna_compat.trial_id(trial), "status", "error-requeued")
                 study.enqueue_trial(trial.user_attrs["params"],
                                     user_attrs={"index": trial.user_attrs["index"],
                                                 "params": trial.user_attrs["params"]})
