@@ -11,7 +11,6 @@ import functools
 import warnings
 import weakref
 
-import keras
 import numpy as np
 import tensorflow as tf
 

@@ -1,0 +1,121 @@
+"""Workloads: a fixed model, data, optimizer and goal; the model and optimizer of a trial."""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from sniptf import data as data_lib
+from sniptf import models as models_lib
+from sniptf import training
+from sniptf.pruning import prune
+from sniptf.studies.data_parallelism.search import Param
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """A fixed model, data, optimizer and goal; the searched metaparameters.
+
+    `optimizer`: `sgd` (constant lr unless `decay_steps` is searched),
+    `momentum` or `nesterov`. Searched names: `learning_rate`, `momentum`,
+    `decay_steps` (linear decay over that many steps) and `final_lr_factor`.
+    """
+
+    name: str
+    model: str
+    dataset: str
+    optimizer: str
+    space: tuple
+    goal_error: float
+    max_steps: int
+    max_examples: int = 0  # > 0: per-B budget min(max_steps, max_examples / B)
+    eval_every: int = 100
+    eval_growth: float = 1.0
+    data_seed: int = 0
+    score_batch_size: int = 100
+    train_examples: int = 0  # > 0: use only the first N training examples (tests)
+
+    def budget(self, batch_size):
+        """The step budget of a trial at `batch_size`."""
+        steps = self.max_steps
+        if self.max_examples:
+            steps = min(steps, max(1, self.max_examples // batch_size))
+        return int(steps)
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["space"] = [dataclasses.asdict(p) for p in self.space]
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        d["space"] = tuple(Param(**p) for p in d["space"])
+        return cls(**d)
+
+
+WORKLOADS = {
+    # the authors' MNIST workload: Simple-CNN, plain SGD, constant lr, goal 2%, 40k steps
+    "mnist_simple_cnn": Workload("mnist_simple_cnn", "dps_simple_cnn", "mnist", "sgd",
+                                 (Param("learning_rate", 1e-4, 1.0, "log"),), 0.02, 40_000),
+    # the authors' CIFAR-10 workload: ResNet-8 (no BN), Nesterov, linear decay, goal 40%, 100k steps
+    "cifar10_resnet8": Workload("cifar10_resnet8", "dps_resnet8", "cifar10", "nesterov",
+                                (Param("learning_rate", 1e-4, 1.0, "log"),
+                                 Param("momentum", 0.9, 0.9999, "reverse_log"),
+                                 Param("decay_steps", 30_000, 60_000, "int"),
+                                 Param("final_lr_factor", 1e-4, 0.1, "log")), 0.40, 100_000),
+    # what fits 2 CPU cores: the MNIST workload on the bundled digits (see RESULTS)
+    "mnist10k_simple_cnn": Workload("mnist10k_simple_cnn", "dps_simple_cnn", "mnist10k", "sgd",
+                                    (Param("learning_rate", 1e-3, 1.0, "log"),), 0.04, 20_000,
+                                    max_examples=2_000_000, eval_every=10, eval_growth=1.1),
+    # seconds per trial: for tests of the engine and the scripts
+    "tiny": Workload("tiny", "lenet_300_100", "mnist10k", "sgd",
+                     (Param("learning_rate", 1e-2, 0.5, "log"),), 0.5, 60, eval_every=10,
+                     train_examples=512),
+}
+
+
+def get_workload(name):
+    """A registered `Workload` by name; raises ValueError listing them otherwise."""
+    try:
+        return WORKLOADS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown workload. Expected one of {sorted(WORKLOADS)}. "
+                         f"Received: workload={name!r}") from None
+
+
+def _arrays(workload, split):
+    x, y = data_lib.load_numpy(workload.dataset, split)
+    if split == "train" and workload.train_examples:
+        x, y = x[:workload.train_examples], y[:workload.train_examples]
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def workload_data(workload):
+    """`(train, validation)`: the `(x, y)` arrays a trial of `workload` trains and
+    validates on."""
+    return _arrays(workload, "train"), _arrays(workload, "validation")
+
+
+def build_model(workload, sparsity, seed, train):
+    """The workload's model at init seed `seed`, SNIP-pruned to `sparsity` over one
+    epoch of batches of `score_batch_size` (dense for sparsity 0)."""
+    keras.utils.set_random_seed(seed)
+    info = data_lib.info(workload.dataset)
+    model = models_lib.get(workload.model, info.input_shape, info.num_classes)
+    if sparsity > 0:
+        x, y = train
+        batches = math.ceil(len(y) / workload.score_batch_size)
+        model = prune(model, (x, y), kappa=1.0 - sparsity, num_batches=batches,
+                      batch_size=workload.score_batch_size, seed=seed)
+    return model
+
+
+def optimizer(workload, params):
+    """The workload's optimizer at `params` (a linear decay if `decay_steps` is searched)."""
+    lr = params["learning_rate"]
+    if "decay_steps" in params:
+        lr = training.learning_rate_schedule("linear", lr, train_steps=int(params["decay_steps"]),
+                                             end_factor=params.get("final_lr_factor", 0.0))
+    return training.make_optimizer(workload.optimizer, lr, momentum=params.get("momentum", 0.9))
