@@ -6,6 +6,8 @@ too, and `scripts/<name>.py` is a thin shell over the same `main`. Import one
 command module per process: they share flag names such as `--seed`.
 """
 
+import contextlib
+import os
 import re
 import sys
 
@@ -36,12 +38,44 @@ def run_command(main):
     app.run(main, flags_parser=parse_flags)
 
 
+def as_flag_message(message, names=None, renames=None):
+    """A library error's message in flag words: `name=` becomes `--name=` for each of
+    `names` (default: every defined flag), and `renames` maps a library's word to a
+    flag's (`{"seed=": "--seeds=", "overwrite=True": "--overwrite"}`)."""
+    for old, new in (renames or {}).items():
+        message = message.replace(old, new)
+    names = sorted(flags.FLAGS) if names is None else list(names)
+    if names:
+        message = re.sub(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")=", r"--\1=", message)
+    return message
+
+
+@contextlib.contextmanager
+def flag_errors(names=None, renames=None, errors=(ValueError, TypeError)):
+    """Turns the library errors raised inside into `app.UsageError`s that name the flags
+    (`as_flag_message`): the one "library error -> --flag wording" rewriter."""
+    try:
+        yield
+    except errors as e:
+        raise app.UsageError(as_flag_message(str(e), names, renames)) from e
+
+
 def check_dir_flags(*names):
     """Raises `app.UsageError` naming the flag if a directory flag cannot be written
     (`run_dir.check`; nothing is created)."""
     from sniptf import run_dir
     for name in names:
-        try:
+        with flag_errors((), {"Received: output_dir=": f"Received: --{name}="}):
             run_dir.check(flags.FLAGS[name].value)
-        except ValueError as e:
-            raise app.UsageError(str(e).replace("Received: output_dir=", f"Received: --{name}=")) from e
+
+
+def prepare_output(*names):
+    """The preamble of a command that writes directories: checks every directory flag
+    in `names` (`check_dir_flags`), then makes them and writes `flags.txt` (whole)
+    into the first."""
+    from sniptf import run_dir
+    check_dir_flags(*names)
+    for name in names:
+        os.makedirs(flags.FLAGS[name].value, exist_ok=True)
+    run_dir.write_text(os.path.join(flags.FLAGS[names[0]].value, "flags.txt"),
+                       flags.FLAGS.flags_into_string())

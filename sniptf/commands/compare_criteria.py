@@ -8,14 +8,12 @@ finished runs are skipped. Writes results.json and table.md into --output_dir an
 criteria_error_vs_sparsity.png into --figures_dir.
 """
 
-import os
-
 from absl import app
 from absl import flags
 from absl import logging
 
 from sniptf import data
-from sniptf.commands import check_dir_flags
+from sniptf.commands import prepare_output
 from sniptf.commands import run_command
 from sniptf.studies import criteria_comparison as study
 
@@ -36,10 +34,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not all(0.0 < s < 1.0 for s in FLAGS.sparsities):
         raise app.UsageError(f"Expected --sparsities in (0, 1). Received: --sparsities={FLAGS.sparsities}")
-    check_dir_flags("output_dir", "figures_dir")
+    prepare_output("output_dir", "figures_dir")
     scale = FLAGS.budget_percent / 100
     budgets = {m: tuple(max(1, int(round(v * scale))) for v in b) for m, b in study.BUDGETS.items()}
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
     print(study.run(output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir, dataset=FLAGS.dataset,
                     models=FLAGS.models, sparsities=FLAGS.sparsities, seeds=FLAGS.seeds,
                     budgets=budgets, criteria=FLAGS.criteria, log=logging.info))

@@ -19,7 +19,8 @@ from sniptf import data
 from sniptf import models
 from sniptf import run_dir
 from sniptf import selection
-from sniptf import training
+from sniptf.commands import flag_errors
+from sniptf.commands import prepare_output
 from sniptf.commands import run_command
 from sniptf.exporters import export
 from sniptf.studies import demo
@@ -38,16 +39,12 @@ flags.DEFINE_string("output_dir", "out/demo", "Where results.json, flags.txt and
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:  # the owners' checks, before any work
+    with flag_errors():  # the owners' checks, before any work
         selection.check_kappa(FLAGS.kappa)
         selection.check_seed(FLAGS.seed)
-        training.check_output_dir(FLAGS.output_dir)
         if not FLAGS.learning_rate > 0:  # NaN fails too
             raise ValueError(f"Expected learning_rate > 0. Received: learning_rate={FLAGS.learning_rate}")
-    except (ValueError, TypeError) as e:
-        raise app.UsageError(training.as_flags(str(e))) from e
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
+    prepare_output("output_dir")
     logging.info("training dense, SNIP and random %s on %s", FLAGS.model, FLAGS.dataset)
     rows, pruned = demo.compare_pruning(
         model_name=FLAGS.model, dataset=FLAGS.dataset, kappa=FLAGS.kappa, epochs=FLAGS.epochs,

@@ -11,6 +11,7 @@ from absl import logging
 
 from sniptf import exporters
 from sniptf import training
+from sniptf.commands import flag_errors
 from sniptf.commands import run_command
 
 FLAGS = flags.FLAGS
@@ -25,14 +26,11 @@ flags.mark_flags_as_required(["checkpoint_dir", "output_dir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
+    with flag_errors(renames={"overwrite=True": "--overwrite"},
+                     errors=(ValueError, TypeError, FileExistsError)):
         training.check_output_dir(FLAGS.output_dir)
         exporters.export_checkpoint(FLAGS.checkpoint_dir, FLAGS.output_dir,
-                                      overwrite=FLAGS.overwrite, format=FLAGS.format)
-    except (ValueError, FileExistsError) as e:
-        message = str(e).replace("checkpoint_dir=", "--checkpoint_dir=").replace(
-            "overwrite=True", "--overwrite")
-        raise app.UsageError(training.as_flags(message)) from e
+                                    overwrite=FLAGS.overwrite, format=FLAGS.format)
     logging.info("%s written to %s", FLAGS.format, FLAGS.output_dir)
 
 

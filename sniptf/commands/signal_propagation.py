@@ -6,14 +6,12 @@ pruning without supervision, transfer of sparsity.
 Writes results.json and tables.md into --output_dir and PNG figures into --figures_dir.
 """
 
-import os
-
 from absl import app
 from absl import flags
 from absl import logging
 
 from sniptf import data
-from sniptf.commands import check_dir_flags
+from sniptf.commands import prepare_output
 from sniptf.commands import run_command
 from sniptf.studies import signal
 
@@ -44,10 +42,7 @@ def main(argv):
     for name in ("sparsities", "train_sparsities"):
         if not all(0.0 <= s < 1.0 for s in FLAGS[name].value):  # NaN fails too
             raise app.UsageError(f"Expected --{name} in [0, 1). Received: --{name}={FLAGS[name].value}")
-    check_dir_flags("output_dir", "figures_dir")
-    for d in (FLAGS.output_dir, FLAGS.figures_dir):
-        os.makedirs(d, exist_ok=True)
-    FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
+    prepare_output("output_dir", "figures_dir")
     tables = signal.run_experiments(
         FLAGS.experiments, output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir,
         dataset=FLAGS.dataset, transfer_source=FLAGS.transfer_source,

@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from sniptf.commands import check_dir_flags
+from sniptf.commands import prepare_output
 from sniptf.commands import run_command
 from sniptf.studies import snip_budgets as study
 
@@ -28,7 +28,7 @@ flags.DEFINE_string("figures_dir", "out/snip_budgets/figures", "The figure goes 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    check_dir_flags("output_dir", "figures_dir")
+    prepare_output("output_dir", "figures_dir")
     print(study.run(output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir, models=FLAGS.models,
                     processes=FLAGS.processes, log=logging.info))
 

@@ -13,14 +13,13 @@ Table runs are resumable: each writes <output_dir>/runs/<dataset>/<model>/<run>/
 finished runs are skipped.
 """
 
-import os
-
 from absl import app
 from absl import flags
 from absl import logging
 
 from sniptf import selection
-from sniptf.commands import check_dir_flags
+from sniptf.commands import flag_errors
+from sniptf.commands import prepare_output
 from sniptf.commands import run_command
 from sniptf.studies import snip
 
@@ -39,15 +38,10 @@ flags.DEFINE_string("figures_dir", "out/snip/figures", "PNG figures go here.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:  # before any work
+    with flag_errors((), {"Received: seed=": "Received: --seeds="}):  # before any work
         for seed in FLAGS.seeds:
             selection.check_seed(seed)
-    except TypeError as e:
-        raise app.UsageError(str(e).replace("Received: seed=", "Received: --seeds=")) from e
-    check_dir_flags("output_dir", "figures_dir")
-    for d in (FLAGS.output_dir, FLAGS.figures_dir):
-        os.makedirs(d, exist_ok=True)
-    FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, "flags.txt"))
+    prepare_output("output_dir", "figures_dir")
     tables = snip.run_experiments(
         FLAGS.experiments, output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir,
         datasets=FLAGS.datasets, seeds=FLAGS.seeds, epochs_scale=FLAGS.epochs_scale,

@@ -19,6 +19,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from sniptf.commands import flag_errors
+from sniptf.commands import prepare_output
 from sniptf.commands import run_command
 from sniptf.studies import data_parallelism as dps
 
@@ -68,7 +70,8 @@ def main(argv):
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")  # each trial's new model retraces the scoring pass once
     from sniptf.studies import trial_engine
-    try:
+    with flag_errors(("storage", "workload", "trials", "sparsities", "batch_sizes", "eval_every",
+                      "eval_growth", "goal_error")):
         if action == "prepare":  # the spec is checked before the storage is created
             overrides = {k: FLAGS[k].value for k in ("goal_error", "max_steps", "max_examples", "eval_every",
                                                       "eval_growth") if FLAGS[k].value is not None}
@@ -76,9 +79,8 @@ def main(argv):
                                  trials=FLAGS.trials, incumbent_cutoff=FLAGS.incumbent_cutoff, **overrides)
         engine = trial_engine.TrialEngine(_storage())
         if action == "prepare":
-            os.makedirs(FLAGS.study_dir, exist_ok=True)
+            prepare_output("study_dir")
             added = dps.prepare(engine, spec)
-            FLAGS.append_flags_into_file(os.path.join(FLAGS.study_dir, "flags.txt"))
             logging.info("prepared %d studies, %d trials enqueued%s", len(spec["studies"]), added,
                          "" if added else " (already prepared with this spec)")
         elif action == "work":
@@ -91,12 +93,6 @@ def main(argv):
                                  probe_steps=FLAGS.probe_steps, probe_every=FLAGS.probe_every,
                                  log=logging.info)
             print(dps.summary_markdown(results))
-    except ValueError as e:
-        message = str(e)
-        for name in ("storage", "workload", "trials", "sparsities", "batch_sizes", "eval_every",
-                     "eval_growth", "goal_error"):
-            message = message.replace(f" {name}=", f" --{name}=")
-        raise app.UsageError(message) from e
 
 
 def run():

@@ -24,6 +24,7 @@ from sniptf import models
 from sniptf import run_dir
 from sniptf import selection
 from sniptf import training
+from sniptf.commands import flag_errors
 from sniptf.commands import run_command
 
 FLAGS = flags.FLAGS
@@ -71,21 +72,17 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.num_cpu_devices and FLAGS.strategy == "mirrored":
         distribute.split_cpu(FLAGS.num_cpu_devices)  # before TensorFlow initializes
-    try:
+    with flag_errors(errors=(ValueError, TypeError, TimeoutError, RuntimeError)):
         plan = training.prepare(config_from_flags())
         # before any data is loaded: an unreachable TPU fails here
         strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu,
                                             num_cpu_devices=FLAGS.num_cpu_devices or None)
-    except (ValueError, TypeError, TimeoutError, RuntimeError) as e:
-        raise app.UsageError(training.as_flags(str(e))) from e
     out = training.worker_dir(FLAGS.output_dir, strategy)
-    try:
+    with flag_errors(errors=(run_dir.OutputDirInUse,)):
         with run_dir.locked(out):  # before anything is written: a second run stops here
             if out == FLAGS.output_dir:
                 run_dir.write_text(os.path.join(out, "flags.txt"), FLAGS.flags_into_string())
             training.run(plan, strategy)
-    except run_dir.OutputDirInUse as e:
-        raise app.UsageError(training.as_flags(str(e))) from e
     logging.info("metrics written to %s", os.path.join(out, "metrics.json"))  # a non-chief: its own
 
 
