@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from sniptf import run_dir
 from sniptf.report import sparsity
 
 
@@ -78,10 +79,9 @@ class BestModel(keras.callbacks.Callback):
         tmp = self.path + ".tmp.keras"
         self.model.save(tmp)
         os.replace(tmp, self.path)
-        with open(self.path + ".json.tmp", "w") as f:
-            json.dump({"value": float(value), "epoch": epoch + 1,
-                       "step": int(self.model.optimizer.iterations.numpy())}, f)
-        os.replace(self.path + ".json.tmp", self.path + ".json")
+        run_dir.write_text(self.path + ".json", json.dumps(
+            {"value": float(value), "epoch": epoch + 1,
+             "step": int(self.model.optimizer.iterations.numpy())}))
 
 
 class StopAtStep(keras.callbacks.Callback):

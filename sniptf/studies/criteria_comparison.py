@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from sniptf import run_dir
 from sniptf import training
 from sniptf.studies.common import markdown_table
 from sniptf.studies.common import run_table
@@ -95,12 +96,8 @@ def run(*, output_dir, figures_dir, dataset="fashion_mnist", models=MODELS,
         [[r["model"], r["criterion"], f"{r['sparsity']:.3%}", _error(r), r["seeds"],
           f"{r['wall_time_seconds']:.0f}"] for r in rows])
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "results.json.tmp"), "w") as f:
-        json.dump(rows, f, indent=2)
-    os.replace(os.path.join(output_dir, "results.json.tmp"), os.path.join(output_dir, "results.json"))
-    with open(os.path.join(output_dir, "table.md.tmp"), "w") as f:
-        f.write(table)
-    os.replace(os.path.join(output_dir, "table.md.tmp"), os.path.join(output_dir, "table.md"))
+    run_dir.write_text(os.path.join(output_dir, "results.json"), json.dumps(rows, indent=2))
+    run_dir.write_text(os.path.join(output_dir, "table.md"), table)
     plots.error_vs_sparsity(rows, os.path.join(figures_dir, "criteria_error_vs_sparsity.png"),
                             title=f"{dataset} (standardized), {len(seeds)} seeds, best-validation "
                                   "checkpoint")

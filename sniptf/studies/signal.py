@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from sniptf import data as data_lib
 from sniptf import models as models_lib
+from sniptf import run_dir
 from sniptf.isometry import approximate_isometry
 from sniptf.jacobian import jacobian_singular_values
 from sniptf.pruning import prune
@@ -157,42 +158,63 @@ def run_experiments(experiments, *, output_dir, figures_dir, dataset="mnist10k",
                     width=100, depth=7, isometry_steps=2000, epochs=20, learning_rate=0.01, seed=0,
                     log=print):
     """Runs the named experiments (`EXPERIMENTS`); writes `<output_dir>/results.json`,
-    `tables.md` and the figures into `figures_dir`. Returns the markdown tables."""
+    `tables.md` and the figures into `figures_dir`. Returns the markdown tables.
+
+    Resumable: results.json is written whole after each experiment, and a rerun
+    keeps every experiment already recorded with the same settings (it redraws
+    its figure and table from the record) and runs the others.
+    """
     from sniptf.studies import plots
 
+    for name in experiments:
+        if name not in EXPERIMENTS:
+            raise ValueError(f"Unknown experiment. Expected one of {EXPERIMENTS}. Received: {name!r}")
     common = dict(width=width, depth=depth, isometry_steps=isometry_steps, seed=seed)
     train = dict(epochs=epochs, learning_rate=learning_rate, **common)
-    results, tables, seconds = {}, [], {}
+    settings = {
+        "jsv": dict(dataset=dataset, sparsities=list(sparsities), **common),
+        "trainability": dict(dataset=dataset, sparsities=list(train_sparsities), **train),
+        "supervision": dict(dataset=dataset, sparsities=list(train_sparsities), **train),
+        "transfer": dict(source=transfer_source, target=transfer_target,
+                         sparsities=list(train_sparsities), **train),
+    }
+    path = os.path.join(output_dir, "results.json")
+    recorded = {"results": {}, "seconds": {}, "settings": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded.update(json.load(f))
+        recorded.setdefault("settings", {})
+    tables = []
     for name in experiments:
-        start = time.perf_counter()
-        log(f"running {name}")
+        kwargs = settings[name]
+        if name in recorded["results"] and recorded["settings"].get(name) == kwargs:
+            log(f"{name}: kept from {path}")
+            rows = recorded["results"][name]
+        else:
+            start = time.perf_counter()
+            log(f"running {name}")
+            fn = {"jsv": jsv_vs_sparsity, "trainability": trainability, "supervision": supervision,
+                  "transfer": transfer}[name]
+            rows = fn(**dict(kwargs, sparsities=tuple(kwargs["sparsities"])))
+            rows = json.loads(json.dumps(rows))  # as a rerun reads them back
+            recorded["results"][name], recorded["settings"][name] = rows, kwargs
+            recorded["seconds"][name] = time.perf_counter() - start
+            log(f"{name} took {recorded['seconds'][name]:.0f} s")
+            run_dir.write_text(path, json.dumps(recorded, indent=1))
         if name == "jsv":
-            rows = jsv_vs_sparsity(dataset=dataset, sparsities=sparsities, **common)
             plots.jsv_vs_sparsity(rows, os.path.join(figures_dir, "jsv_vs_sparsity.png"),
                                   title=f"{depth}-layer MLPs (width {width}), SNIP on {dataset}")
         elif name == "trainability":
-            rows = trainability(dataset=dataset, sparsities=train_sparsities, **train)
             plots.training_curves(rows, os.path.join(figures_dir, "trainability.png"),
                                   title=f"tanh MLP, variance scaling, {dataset}; dashed: no AI")
             tables.append(error_table([dict(r, run="+ AI" if r["isometry"] else "SNIP only") for r in rows],
                                       "run", "Trainability: test error"))
         elif name == "supervision":
-            rows = supervision(dataset=dataset, sparsities=train_sparsities, **train)
             tables.append(error_table(rows, "scoring", "Pruning without supervision: test error"))
-        elif name == "transfer":
-            rows = transfer(source=transfer_source, target=transfer_target, sparsities=train_sparsities,
-                            **train)
+        else:
             tables.append(error_table(
                 rows, "mask_from", f"Transfer of sparsity: masks from {transfer_source} (source) or "
                 f"{transfer_target} (target), trained on {transfer_target}"))
-        else:
-            raise ValueError(f"Unknown experiment. Expected one of {EXPERIMENTS}. Received: {name!r}")
-        results[name] = rows
-        seconds[name] = time.perf_counter() - start
-        log(f"{name} took {seconds[name]:.0f} s")
-    with open(os.path.join(output_dir, "results.json"), "w") as f:
-        json.dump({"results": results, "seconds": seconds}, f, indent=1)
     text = "\n".join(tables)
-    with open(os.path.join(output_dir, "tables.md"), "w") as f:
-        f.write(text)
+    run_dir.write_text(os.path.join(output_dir, "tables.md"), text)
     return text

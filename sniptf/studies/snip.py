@@ -13,6 +13,7 @@ import numpy as np
 
 from sniptf import data as data_lib
 from sniptf import models as models_lib
+from sniptf import run_dir
 from sniptf import training
 from sniptf import transform
 from sniptf.pruning import prune
@@ -214,10 +215,7 @@ def run_experiments(experiments, *, output_dir, figures_dir, datasets=("mnist10k
             raise ValueError(f"Unknown experiment. Expected one of {EXPERIMENTS}. Received: {name!r}")
         seconds[name] = time.perf_counter() - start
         log(f"{name} took {seconds[name]:.0f} s")
-        with open(results_path + ".tmp", "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(results_path + ".tmp", results_path)
+        run_dir.write_text(results_path, json.dumps(results, indent=1))
     text = "\n".join(tables)
-    with open(os.path.join(output_dir, "tables.md"), "w") as f:
-        f.write(text)
+    run_dir.write_text(os.path.join(output_dir, "tables.md"), text)
     return text
