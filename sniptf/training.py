@@ -235,19 +235,35 @@ def run(config, strategy=None):
 
 def _run_locked(plan, strategy, out, wall_start):
     config = plan.config
-    chief = distribute.is_chief(strategy)
     if config.overwrite:
         run_dir.clear(out)  # under the lock: start over, nothing of the old run left
     splits = data_lib.load_splits(config.dataset, config.batch_size, seed=config.seed,
                                   repeat_train=True, standardize=config.standardize)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    dense, model = _build(plan, strategy, splits.score_batch)
+    digest_at_prune = mask_digest(model)
+    best_model, backup, divergence, steps = _fit(plan, strategy, model, splits, out)
+    best, test_accuracy, servable = _evaluate(plan, strategy, model, best_model, divergence, splits)
+    metrics = _metrics(plan, strategy, dense, model, best, best_model, backup, divergence, steps,
+                       test_accuracy, digest_at_prune, wall_start)
+    _finish(strategy, out, best, metrics, servable=servable)
+    return metrics
+
+
+def _loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _build(plan, strategy, score_batch):
+    """The dense model and the model trained: pruned at init (or the dense one) and
+    compiled, under `strategy`."""
+    config = plan.config
     with strategy.scope():
         dense = models_lib.get(config.model, plan.info.input_shape, plan.info.num_classes,
                                **_initializer_kwargs(config))
         if config.criterion == NO_PRUNING:
             model = dense
         else:
-            model = prune(dense, splits.score_batch, kappa=config.kappa,
+            model = prune(dense, score_batch, kappa=config.kappa,
                           criterion=config.criterion, seed=config.seed, scope=config.scope,
                           min_kept_per_layer=config.min_kept_per_layer)
         schedule = learning_rate_schedule(
@@ -256,8 +272,15 @@ def _run_locked(plan, strategy, out, wall_start):
             end_factor=config.lr_end_factor)
         model.compile(make_optimizer(config.optimizer, schedule, momentum=config.momentum,
                                      weight_decay=config.weight_decay),
-                      loss, metrics=["accuracy"])
-    digest_at_prune = mask_digest(model)
+                      _loss(), metrics=["accuracy"])
+    return dense, model
+
+
+def _fit(plan, strategy, model, splits, out):
+    """Trains for `train_steps` with the best-model, backup and divergence callbacks;
+    returns those three and the optimizer's step count (read now: evaluating a
+    model that has no best checkpoint recompiles it)."""
+    config = plan.config
     checkpoints = os.path.join(out, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
     best_model = callbacks_lib.BestModel(os.path.join(checkpoints, "best.keras"))
@@ -280,21 +303,30 @@ def _run_locked(plan, strategy, out, wall_start):
     with strategy.scope(), _keras_compat.multi_worker_fit(model, strategy, splits.score_batch):
         model.fit(splits.train, validation_data=splits.validation, epochs=plan.epochs,
                   steps_per_epoch=plan.steps_per_epoch, shuffle=False, callbacks=callbacks, verbose=0)
-    steps = int(model.optimizer.iterations.numpy())
-    resumed_epoch = backup.restored_epoch
-    diverged = divergence.report is not None
-    # a diverged run with no best model yet has nothing worth testing or serving
-    servable = os.path.exists(best_model.path) or not diverged
+    return best_model, backup, divergence, int(model.optimizer.iterations.numpy())
+
+
+def _evaluate(plan, strategy, model, best_model, divergence, splits):
+    """The best-validation model, its test accuracy, and whether it is servable (not
+    for a run that diverged before its first validation: the accuracy is then NaN)."""
+    servable = os.path.exists(best_model.path) or divergence.report is None
     with strategy.scope():
         best = keras.models.load_model(best_model.path) if os.path.exists(best_model.path) else model
-        best.compile(loss=loss, metrics=["accuracy"])
+        best.compile(loss=_loss(), metrics=["accuracy"])
         test_accuracy = float("nan")
         if servable:
             with _keras_compat.multi_worker_fit(best, strategy, splits.score_batch):
                 _, test_accuracy = best.evaluate(splits.test, verbose=0)
+    return best, float(test_accuracy), servable
+
+
+def _metrics(plan, strategy, dense, model, best, best_model, backup, divergence, steps,
+             test_accuracy, digest_at_prune, wall_start):
+    """What `metrics.json` records."""
+    config = plan.config
     best_info = best_model.best() or {"value": float("nan"), "step": 0}  # diverged before validating
     report = sparsity(best) if config.criterion != NO_PRUNING else None
-    metrics = {
+    return {
         "model": config.model, "dataset": config.dataset, "standardize": config.standardize,
         "criterion": config.criterion, "scope": config.scope,
         "min_kept_per_layer": config.min_kept_per_layer,
@@ -306,19 +338,24 @@ def _run_locked(plan, strategy, out, wall_start):
         "sparsity_per_layer": {c.name: c.sparsity for c in report.layers} if report else {},
         "validation_error": 1.0 - best_info["value"],
         "best_step": best_info["step"],
-        "test_error": 1.0 - float(test_accuracy),
+        "test_error": 1.0 - test_accuracy,
         "steps": steps,
-        "diverged": diverged,
+        "diverged": divergence.report is not None,
         # the step whose loss was not finite, and the weights that were not (model order)
         "divergence": divergence.report,
         "wall_time_seconds": time.perf_counter() - wall_start,
-        "resumed_after_epoch": resumed_epoch,
+        "resumed_after_epoch": backup.restored_epoch,
         "strategy": config.strategy,
         "replicas": strategy.num_replicas_in_sync,
         "mask_digest_at_prune": digest_at_prune,
         "mask_digest_final": mask_digest(model),
     }
-    if chief and servable:
+
+
+def _finish(strategy, out, best, metrics, *, servable):
+    """The chief exports the best model; every worker writes its metrics.json, then all
+    leave together."""
+    if distribute.is_chief(strategy) and servable:
         export(best, os.path.join(out, "saved_model"), overwrite=True)
     # every worker records what it ended with (a non-chief in its own .workers/<id>/)
     run_dir.write_text(os.path.join(out, run_dir.FINISHED), json.dumps(metrics, indent=2))
@@ -327,8 +364,5 @@ def _run_locked(plan, strategy, out, wall_start):
     # coordination service (an error in the chief's log, and its exit waits for it)
     distribute.agree_min(strategy, 0)
     logging.info("done: test error %.4f, validation error %.4f, sparsity %.4f, %d steps",
-                 metrics["test_error"], metrics["validation_error"], metrics["sparsity"], steps)
-    return metrics
-
-
-
+                 metrics["test_error"], metrics["validation_error"], metrics["sparsity"],
+                 metrics["steps"])
