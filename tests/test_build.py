@@ -115,3 +115,56 @@ def test_no_private_library_hook_overridden_outside_the_compat_modules():
                         name in vars(b) for b in theirs):
                     hits.append(f"{info.name}.{cls.__name__}.{name}")
     assert not hits, "override private hooks in a compat-module base: " + ", ".join(hits)
+
+
+def _import_graph():
+    """`{module: {sniptf modules it imports}}` over sniptf/, function-local imports too."""
+    import ast
+    modules = {}
+    for path in glob.glob(os.path.join(ROOT, "sniptf", "**", "*.py"), recursive=True):
+        name = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+        modules[name[:-len(".__init__")] if name.endswith(".__init__") else name] = path
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.split(".")[0] == "sniptf")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sniptf":
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    found.add(full if full in modules else node.module)
+        graph[name] = {m for m in found if m in modules}
+    return graph
+
+
+def test_the_import_graph_has_no_circle_and_no_import_back_up():
+    """Rooms: commands over studies over the library; nothing imports a room above it,
+    and no module reaches itself through its imports."""
+    graph = _import_graph()
+    tier = lambda m: 2 if m.startswith("sniptf.commands") else 1 if m.startswith("sniptf.studies") else 0
+    upward = [f"{m} -> {n}" for m, ns in graph.items() for n in ns if tier(n) > tier(m)]
+    assert not upward, "imports from a lower room back up: " + ", ".join(sorted(upward))
+    state, circles = {}, []
+
+    def visit(m, path):
+        state[m] = "open"
+        for n in sorted(graph[m]):
+            if state.get(n) == "open":
+                circles.append(" -> ".join(path[path.index(n):] + [n]))
+            elif n not in state:
+                visit(n, path + [n])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not circles, "import circles: " + "; ".join(circles)
+
+
+def test_criteria_is_the_only_registrar_and_does_not_import_scoring():
+    graph = _import_graph()
+    assert "sniptf.scoring" not in graph["sniptf.criteria"]
+    callers = [rel for rel, text in _sources() if re.search(r"^\s*register_criterion\(", text, re.M)
+               and rel != os.path.join("sniptf", "criteria.py")]
+    assert not callers, f"criteria are registered in sniptf/criteria.py only: {callers}"
