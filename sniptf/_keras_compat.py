@@ -234,12 +234,14 @@ class BackupAndRestoreHooks(keras.callbacks.BackupAndRestore):
 
     @property
     def current_epoch(self):
+        """The epoch being backed up (0-based)."""
         return self._current_epoch
 
     def _save_model(self):
         self.save_backup()
 
     def save_backup(self):
+        """Writes one backup (Keras's own save; `backup.Backup` overrides it)."""
         super()._save_model()
 
 

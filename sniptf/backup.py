@@ -252,6 +252,7 @@ class Backup(_keras_compat.BackupAndRestoreHooks):
         os.replace(directory, os.path.join(corrupt, f"{os.path.basename(directory)}-{time.time_ns()}"))
 
     def save_backup(self):
+        """Writes one checksummed generation `epoch-<n>/` atomically; keeps the previous one."""
         if diverged(self.model):
             return
         os.makedirs(self.backup_dir, exist_ok=True)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 
 def shape_of(value):
+    """The shape of a tensor, or the list of shapes of a structure of them (for messages)."""
     shapes = [tuple(getattr(v, "shape", ())) for v in tf.nest.flatten(value)]
     return shapes[0] if len(shapes) == 1 else shapes
 

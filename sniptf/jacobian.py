@@ -36,21 +36,26 @@ class SingularValues:
 
     @property
     def mean(self):
+        """Mean of the singular values."""
         return float(self.values.mean())
 
     @property
     def std(self):
+        """Standard deviation of the singular values."""
         return float(self.values.std())
 
     @property
     def min(self):
+        """Smallest singular value."""
         return float(self.values.min())
 
     @property
     def max(self):
+        """Largest singular value."""
         return float(self.values.max())
 
     def summary(self):
+        """Name, method and the statistics, as a dict."""
         return {"name": self.name, "method": self.method, "mean": self.mean, "std": self.std,
                 "min": self.min, "max": self.max}
 
@@ -63,6 +68,7 @@ class JacobianReport:
     end_to_end: SingularValues
 
     def summary(self):
+        """Every layer's and the end-to-end summary, as a dict."""
         return {"layers": [s.summary() for s in self.layers], "end_to_end": self.end_to_end.summary()}
 
 

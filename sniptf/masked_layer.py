@@ -168,6 +168,7 @@ class MaskedLayer(keras.layers.Wrapper):
     def metrics(self):
         # A wrapped model's compiled metrics belong to its own training loop;
         # Keras leaves a nested model's out of the outer model's the same way.
+        """The wrapped layer's metrics (none for a wrapped model: its compiled metrics belong to its own loop)."""
         return [] if isinstance(self.layer, keras.Model) else super().metrics
 
     @property
@@ -224,12 +225,14 @@ class MaskedLayer(keras.layers.Wrapper):
                 outer.add_loss(loss)
 
     def compute_output_spec(self, *args, training=None, mask=None, **kwargs):
+        """The wrapped layer's output spec (masking changes no shape)."""
         return self.layer.compute_output_spec(*args, **self._inner_kwargs(training, mask, kwargs))
 
     def compute_output_shape(self, *args, **kwargs):
         return self.layer.compute_output_shape(*args, **kwargs)
 
     def compute_mask(self, inputs, mask=None):
+        """The wrapped layer's Keras mask (a padding mask, not the pruning mask)."""
         return self.layer.compute_mask(inputs, mask)
 
     def get_config(self):
@@ -283,8 +286,12 @@ class MaskedModel(keras.Model):
         return self.masked(inputs, training=training)
 
     def get_config(self):
-        return {"name": self.name, "mask_biases": self.masked.mask_biases,
-                "model": keras.saving.serialize_keras_object(self.model)}
+        """Keras's model config (name, trainable, dtype) with the inner model and
+        `mask_biases`."""
+        config = super().get_config()
+        config.update({"mask_biases": self.masked.mask_biases,
+                       "model": keras.saving.serialize_keras_object(self.model)})
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -42,6 +42,7 @@ class LayerRecord:
     initializers: dict
 
     def initializer_attribute(self, weight):
+        """The layer attribute holding `weight`'s initializer (`<weight>_initializer` unless registered otherwise)."""
         return self.initializers.get(weight, f"{weight}_initializer")
 
 

@@ -18,10 +18,12 @@ class Count:
 
     @property
     def kept_fraction(self):
+        """Kept / total (0 for an empty count)."""
         return self.kept / self.total if self.total else 0.0
 
     @property
     def sparsity(self):
+        """1 − kept fraction."""
         return 1.0 - self.kept_fraction
 
 
@@ -52,13 +54,16 @@ class SparsityReport:
 
     @property
     def kept(self):
+        """Weights kept over every masked weight."""
         return self.total.kept
 
     @property
     def sparsity(self):
+        """1 − kept fraction."""
         return self.total.sparsity
 
     def to_dict(self):
+        """The report as plain JSON-ready dicts (per weight, per layer, total, uncovered)."""
         row = lambda c: {"name": c.name, "kept": c.kept, "total": c.total,
                          "kept_fraction": c.kept_fraction, "sparsity": c.sparsity}
         return {"weights": [row(c) for c in self.weights],

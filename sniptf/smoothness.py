@@ -147,6 +147,7 @@ class LipschitzProbe(keras.callbacks.Callback):
         return int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_begin(self, batch, logs=None):
+        """At a probed step: keeps the weights and the full-batch gradient before the update."""
         if self._step() % self.every == 0:
             weights = [v.numpy() for v in self._gradient.variables]
             self._before = (self._step(), weights, self._gradient.current())

@@ -65,6 +65,7 @@ def learning_rate_schedule(name, learning_rate, *, train_steps, decay_every=None
 
 
 def check_optimizer(name, momentum, weight_decay):
+    """Validates an optimizer name (`OPTIMIZERS`), momentum in [0, 1) and weight decay >= 0."""
     if name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer. Expected one of {OPTIMIZERS}. Received: optimizer={name!r}")
     if not 0.0 <= momentum < 1.0:

@@ -330,3 +330,16 @@ def test_masked_layers_placed_in_a_users_block_are_found():
     # the user's MaskedLayer keeps its own mask; the plain Dense gets one from the wrap
     assert sorted(keys) == ["placed/a/kernel", "placed/b.kernel"]
     assert len({id(e.weight) for e in transform.masked_entries(wrapped)}) == 2
+
+
+def test_masked_model_config_extends_the_model_config():
+    """`MaskedModel.get_config` is Keras's model config plus its own keys, and
+    `from_config` gives back a model with the same name, trainable flag and masks."""
+    wrapped = sniptf.wrap(_subclassed())
+    assert isinstance(wrapped, sniptf.MaskedModel)
+    wrapped.trainable = False
+    config = wrapped.get_config()
+    assert set(keras.Model.get_config(wrapped)) <= set(config)
+    assert {"model", "mask_biases"} <= set(config) and config["trainable"] is False
+    again = sniptf.MaskedModel.from_config(config)
+    assert again.name == wrapped.name and again.trainable is False

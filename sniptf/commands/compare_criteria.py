@@ -30,6 +30,7 @@ flags.DEFINE_string("figures_dir", "out/criteria/figures", "The figure goes here
 
 
 def main(argv):
+    """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not all(0.0 < s < 1.0 for s in FLAGS.sparsities):
@@ -43,6 +44,7 @@ def main(argv):
 
 
 def run():
+    """Console entry point: parses the flags and calls `main`."""
     run_command(main)
 
 

@@ -37,6 +37,7 @@ flags.DEFINE_string("output_dir", "out/demo", "Where results.json, flags.txt and
 
 
 def main(argv):
+    """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     with flag_errors():  # the owners' checks, before any work
@@ -59,6 +60,7 @@ def main(argv):
 
 
 def run():
+    """Console entry point: parses the flags and calls `main`."""
     run_command(main)
 
 

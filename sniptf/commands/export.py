@@ -24,6 +24,7 @@ flags.mark_flags_as_required(["checkpoint_dir", "output_dir"])
 
 
 def main(argv):
+    """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     with flag_errors(renames={"overwrite=True": "--overwrite"},
@@ -35,6 +36,7 @@ def main(argv):
 
 
 def run():
+    """Console entry point: parses the flags and calls `main`."""
     run_command(main)
 
 

@@ -35,6 +35,7 @@ flags.DEFINE_string("figures_dir", "out/signal/figures", "PNG figures go here.")
 
 
 def main(argv):
+    """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS.learning_rate > 0:  # NaN fails too
@@ -54,6 +55,7 @@ def main(argv):
 
 
 def run():
+    """Console entry point: parses the flags and calls `main`."""
     run_command(main)
 
 

@@ -26,6 +26,7 @@ flags.DEFINE_string("figures_dir", "out/snip_budgets/figures", "The figure goes 
 
 
 def main(argv):
+    """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     prepare_output("output_dir", "figures_dir")
@@ -34,6 +35,7 @@ def main(argv):
 
 
 def run():
+    """Console entry point: parses the flags and calls `main`."""
     run_command(main)
 
 

@@ -36,6 +36,7 @@ flags.DEFINE_string("figures_dir", "out/snip/figures", "PNG figures go here.")
 
 
 def main(argv):
+    """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     with flag_errors((), {"Received: seed=": "Received: --seeds="}):  # before any work
@@ -51,6 +52,7 @@ def main(argv):
 
 
 def run():
+    """Console entry point: parses the flags and calls `main`."""
     run_command(main)
 
 

@@ -60,6 +60,7 @@ def _storage():
 
 
 def main(argv):
+    """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) != 2 or argv[1] not in ACTIONS:
         raise app.UsageError(f"Expected one action of {ACTIONS}. Received: {argv[1:]}")
     action = argv[1]
@@ -96,6 +97,7 @@ def main(argv):
 
 
 def run():
+    """Console entry point: parses the flags and calls `main`."""
     run_command(main)
 
 

@@ -63,11 +63,13 @@ flags.DEFINE_bool("overwrite", False, "Train again from scratch over a finished 
 
 
 def config_from_flags():
+    """The `TrainConfig` the flags describe (one flag per field)."""
     fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
     return training.TrainConfig(**{name: FLAGS[name].value for name in fields})
 
 
 def main(argv):
+    """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if FLAGS.num_cpu_devices and FLAGS.strategy == "mirrored":
@@ -87,6 +89,7 @@ def main(argv):
 
 
 def run():
+    """Console entry point: parses the flags and calls `main`."""
     run_command(main)
 
 

@@ -53,6 +53,7 @@ class Encoded:
 
     @property
     def stored_bytes(self):
+        """Bytes the SavedModel stores for this weight: its kept values plus its index."""
         return int(self.values.shape.num_elements()) * self.values.dtype.size + \
             int(self.index.shape.num_elements()) * self.index.dtype.size
 
@@ -144,6 +145,7 @@ class Caches:
         self.at_load = _RebuildAtLoad(self)
 
     def tracked(self):
+        """The cache variables the SavedModel must track (filled at load, never saved)."""
         return [e.cache for e in self.encoded] + [v for layer in self.kept for pair in layer
                                                   for v in pair]
 

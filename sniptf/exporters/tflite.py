@@ -13,6 +13,7 @@ QUANTIZE = (None, "dynamic")
 
 
 def check_quantize(quantize):
+    """Validates `quantize`: None or "dynamic" (dynamic-range quantization)."""
     if quantize not in QUANTIZE:
         raise ValueError(f"Expected `quantize` to be None or 'dynamic' (format='tflite' only). "
                          f"Received: quantize={quantize!r}")

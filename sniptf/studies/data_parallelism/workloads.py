@@ -44,12 +44,14 @@ class Workload:
         return int(steps)
 
     def to_dict(self):
+        """The workload as JSON-ready dicts (what a study's spec stores)."""
         d = dataclasses.asdict(self)
         d["space"] = [dataclasses.asdict(p) for p in self.space]
         return d
 
     @classmethod
     def from_dict(cls, d):
+        """The workload `to_dict` described."""
         d = dict(d)
         d["space"] = tuple(Param(**p) for p in d["space"])
         return cls(**d)
