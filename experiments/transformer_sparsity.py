@@ -1,4 +1,4 @@
-"""The README's "Transformers and custom blocks" example: a small KerasHub BERT
+"""The example of docs/custom_layers.md: a small KerasHub BERT
 classifier pruned to 90% with SNIP, and the sparsity table it reports.
 
     .venv/bin/python experiments/transformer_sparsity.py

@@ -114,7 +114,7 @@ def summary_markdown(results):
 
 def report(engine, study_dir, *, probe_batch_size=None, probe_steps=1000, probe_every=100,
            plots=True, log=print):
-    """Writes `<study_dir>/results.json` (the schema in the README), `summary.md` and the plots.
+    """Writes `<study_dir>/results.json` (the schema in docs/data_parallelism.md), `summary.md` and the plots.
 
     Returns:
         The results dict.
