@@ -168,3 +168,34 @@ def test_criteria_is_the_only_registrar_and_does_not_import_scoring():
     callers = [rel for rel, text in _sources() if re.search(r"^\s*register_criterion\(", text, re.M)
                and rel != os.path.join("sniptf", "criteria.py")]
     assert not callers, f"criteria are registered in sniptf/criteria.py only: {callers}"
+
+
+def _anchor(heading):
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_readme_is_a_front_door_and_its_links_resolve():
+    """README at most 16 KB with the install in its first screen; every relative link of
+    README and docs/ names a file that exists, and every #anchor a heading there."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert len(readme.encode()) <= 16 * 1024
+    assert "pip install" in "\n".join(readme.splitlines()[:30])
+    for page in ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))):
+        text = open(os.path.join(ROOT, page)).read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            file = os.path.normpath(os.path.join(ROOT, os.path.dirname(page), path)) if path else os.path.join(ROOT, page)
+            assert os.path.exists(file), f"{page}: link to missing {target}"
+            if anchor and file.endswith(".md"):
+                headings = {_anchor(h) for h in re.findall(r"^#+ (.*)$", open(file).read(), re.M)}
+                assert anchor in headings, f"{page}: no heading for #{anchor} in {path or page}"
+
+
+def test_results_open_with_a_contents_list_by_topic():
+    text = open(os.path.join(ROOT, "docs", "RESULTS.md")).read()
+    head = text.split("\n## ", 2)
+    assert head[1].startswith("Contents")
+    assert not re.search(r"^## .*\b[Ii]ssue \d", text, re.M), "headings name topics, not issue numbers"
