@@ -337,27 +337,30 @@ class ChannelPad(layers.Layer):
 
 
 @register_model("dps_resnet8")
-def dps_resnet8(input_shape, num_classes, kernel_initializer="he_normal"):
+def dps_resnet8(input_shape, num_classes, kernel_initializer="variance_scaling"):
     """The data-parallelism-and-sparsity authors' ResNet-8 for CIFAR-10: conv 16, three
     stages (16, 32, 64 filters) of one pre-activation block (ReLU before each 3x3 conv),
-    parameter-free shortcuts (average-pool by the stride, zero-padded channels), no
-    batch-norm, ReLU, global average pooling, FC. (`resnet8` uses 1x1 conv shortcuts.)"""
+    parameter-free shortcuts, no batch-norm, ReLU, global average pooling, FC; variance
+    scaling (scale 1, fan-in) and zero biases, as their `network.py`. Where a stage
+    changes width and stride, the shortcut average-pools the block's ReLU'd input and
+    zero-pads its channels; the first stage's shortcut is its input itself.
+    (`resnet8` uses 1x1 conv shortcuts.)"""
     inputs = keras.Input(input_shape)
     x = layers.Conv2D(16, 3, padding="same", kernel_initializer=kernel_initializer, name="conv0")(inputs)
     channels = 16
     for stage, (width, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
         prefix = f"stage{stage + 1}"
-        h = layers.ReLU()(x)
+        activated = layers.ReLU(name=f"{prefix}_relu1")(x)
         h = layers.Conv2D(width, 3, strides=stride, padding="same", kernel_initializer=kernel_initializer,
-                          name=f"{prefix}_conv1")(h)
+                          name=f"{prefix}_conv1")(activated)
         h = layers.ReLU()(h)
         h = layers.Conv2D(width, 3, padding="same", kernel_initializer=kernel_initializer,
                           name=f"{prefix}_conv2")(h)
-        if stride != 1:
-            x = layers.AveragePooling2D(stride, padding="same")(x)
-        if width != channels:
-            x = ChannelPad(width - channels)(x)
-        x = layers.Add()([x, h])
+        shortcut = x
+        if stride != 1 or width != channels:
+            shortcut = layers.AveragePooling2D(stride, padding="same", name=f"{prefix}_pool")(activated)
+            shortcut = ChannelPad(width - channels)(shortcut)
+        x = layers.Add()([shortcut, h])
         channels = width
     x = layers.GlobalAveragePooling2D()(layers.ReLU()(x))
     outputs = layers.Dense(num_classes, kernel_initializer=kernel_initializer, name="logits")(x)

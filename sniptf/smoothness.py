@@ -114,9 +114,11 @@ class FullBatchGradient:
 class LipschitzProbe(keras.callbacks.Callback):
     """Measures the local Lipschitz constant of the loss every `every` steps.
 
-    At a step k with k % every == 0 it stores w and the full-batch gradient
-    before the update, and after the update it records `local_lipschitz`
-    along the step Δw the optimizer took. Values go to `self.history`
+    As the authors' probe (`check.py`, called at step ≡ every − 1 and ≡ 0 mod
+    every): before the update that makes step k·every it stores w and the
+    full-batch gradient, and after that update it records `local_lipschitz`
+    along the step Δw the optimizer took, as step k·every. The first value is
+    therefore at step `every`, never at initialization. Values go to `self.history`
     (`[(step, L)]`), to `csv_path` (appended: step, lipschitz) and to
     TensorBoard under `log_dir` (scalar `lipschitz`).
 
@@ -148,9 +150,9 @@ class LipschitzProbe(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         """At a probed step: keeps the weights and the full-batch gradient before the update."""
-        if self._step() % self.every == 0:
+        if (self._step() + 1) % self.every == 0:  # the update into step k·every
             weights = [v.numpy() for v in self._gradient.variables]
-            self._before = (self._step(), weights, self._gradient.current())
+            self._before = (self._step() + 1, weights, self._gradient.current())
 
     def on_train_batch_end(self, batch, logs=None):
         if self._before is None:

@@ -16,6 +16,45 @@ def test_sobol_points_match_the_authors_first_learning_rates():
                                [0.01, 0.1, 0.001, 10 ** -2.5, 10 ** -0.5], rtol=1e-9)
 
 
+# The authors' first 8 points for their ResNet-8 / CIFAR-10 space, printed by their own
+# generator (effect-dps-public, edps/metaparameters.py `_sample` with edps/sobol_lib.py,
+# skip=2) for ['learning_rate', 'momentum', 'decay_steps', 'end_learning_rate_factor'].
+AUTHORS_RESNET8_POINTS = {
+    "learning_rate": [0.01, 0.1, 0.001, 0.00316227766, 0.316227766, 0.0316227766, 0.000316227766,
+                      0.0005623413252],
+    "momentum": [0.9968377223, 0.9994376587, 0.9822172059, 0.9986664786, 0.9578303497,
+                 0.9997628626, 0.9925010579, 0.9991340357],
+    "decay_steps": [45000, 52500, 37500, 48750, 33750, 41250, 56250, 39375],
+    "final_lr_factor": [0.00316227766, 0.0005623413252, 0.0177827941, 0.0002371373706,
+                        0.007498942093, 0.001333521432, 0.04216965034, 0.01154781985],
+}
+
+
+def test_sobol_points_are_the_authors_in_every_searched_dimension():
+    """Dimensions 3-4 need Bratley & Fox's direction numbers (scipy's differ), and
+    reverse_log maps u = 0 to the top of the range."""
+    space = list(dps.get_workload("cifar10_resnet8").space)
+    assert [p.name for p in space] == ["learning_rate", "momentum", "decay_steps", "final_lr_factor"]
+    points = dps.sobol_points(space, 8)
+    for name, expected in AUTHORS_RESNET8_POINTS.items():
+        np.testing.assert_allclose([p[name] for p in points], expected, rtol=1e-9, err_msg=name)
+    assert all(isinstance(p["decay_steps"], int) for p in points)
+
+
+def test_sobol_generator_is_bratley_fox():
+    from sniptf.studies.data_parallelism import sobol
+    from scipy.stats import qmc
+    ours = sobol.points(6, 31)
+    theirs = qmc.Sobol(d=6, scramble=False).random(32)[1:]
+    np.testing.assert_array_equal(ours[:, :2], theirs[:, :2])  # the first two agree
+    assert not np.array_equal(ours[:, 2:], theirs[:, 2:])      # Joe-Kuo's numbers differ after
+    # a (0, m, s)-net property: each of the first 2^k points falls in its own 1/2^k slab
+    for d in range(6):
+        assert sorted((sobol.points(6, 16, skip=0)[:, d] * 16).astype(int)) == list(range(16))
+    with pytest.raises(ValueError, match="Received: dimensions=41"):
+        sobol.direction_numbers(41)
+
+
 def test_sobol_scales_and_dimensions():
     space = [dps.Param("learning_rate", 1e-4, 1.0, "log"),
              dps.Param("momentum", 0.9, 0.9999, "reverse_log"),
@@ -108,13 +147,14 @@ def test_lipschitz_probe_callback_on_least_squares(tmp_path):
                                       log_dir=str(tmp_path / "tb"))
     model.fit(x, y, batch_size=64, epochs=5, shuffle=False, verbose=0, callbacks=[Record(), probe])
     hessian = 2.0 * x.T @ x / len(x)  # of the mean squared error
-    assert [s for s, _ in probe.history] == [0, 2, 4]
+    # the authors': the update into step 2, 4, ... (never a value at initialization)
+    assert [s for s, _ in probe.history] == [2, 4]
     for step, value in probe.history:
-        before, after = weights[step]
+        before, after = weights[step - 1]
         delta = (after - before).ravel()
         assert value == pytest.approx(np.linalg.norm(hessian @ delta) / np.linalg.norm(delta), rel=1e-3)
     rows = list(csv.reader(open(tmp_path / "l.csv")))
-    assert rows[0] == ["step", "lipschitz"] and len(rows) == 4
+    assert rows[0] == ["step", "lipschitz"] and len(rows) == 3
     assert any((tmp_path / "tb").iterdir())
 
 
@@ -186,3 +226,147 @@ def test_collect_builds_points_and_fits():
         dps.make_spec("tiny", sparsities=[1.0], batch_sizes=[8], trials=2)
     with pytest.raises(ValueError, match="Received: workload='mnist_huge'"):
         dps.make_spec("mnist_huge", sparsities=[0.0], batch_sizes=[8], trials=2)
+
+
+# --- parity with the authors' protocol (effect-dps-public) ------------------------------
+
+def test_data_order_is_a_function_of_the_data_seed_alone():
+    """The init seed sets TensorFlow's global seed; the trials' order must not follow it."""
+    workload = dataclass_replace(dps.get_workload("tiny"), train_examples=64)
+    train, _ = dps.workload_data(workload)
+    firsts = []
+    for init_seed in (0, 1):
+        keras.utils.set_random_seed(init_seed)
+        batches = iter(dps.train_batches(workload, train, 16))
+        firsts.append([next(batches)[1].numpy() for _ in range(6)])  # spans an epoch boundary
+    np.testing.assert_array_equal(np.concatenate(firsts[0]), np.concatenate(firsts[1]))
+    # every epoch is a permutation of the split; another data_seed gives another order
+    epoch = np.concatenate(firsts[0][:4])
+    assert sorted(epoch.tolist()) == sorted(train[1][:64].tolist())
+    other = iter(dps.train_batches(dataclass_replace(workload, data_seed=1), train, 16))
+    assert not np.array_equal(next(other)[1].numpy(), firsts[0][0])
+
+
+def test_paper_workloads_standardize_and_prune_biases():
+    for name in ("mnist_simple_cnn", "mnist10k_simple_cnn", "cifar10_resnet8", "fashion_mnist_simple_cnn"):
+        workload = dps.get_workload(name)
+        assert workload.standardize and workload.include_biases, name
+    workload = dataclass_replace(dps.get_workload("mnist10k_simple_cnn"), train_examples=200)
+    (x, y), (vx, _) = dps.workload_data(workload)
+    full = dps.workload_data(dataclass_replace(workload, train_examples=0))[0][0]
+    assert abs(float(full.mean())) < 1e-3 and float(full.std()) == pytest.approx(1.0, abs=1e-3)
+    assert x.dtype == np.float32 and vx.min() < 0  # validation standardized with train's numbers
+    from sniptf import sparsity
+    pruned = dps.build_model(workload, 0.9, 0, (x, y))
+    report = sparsity(pruned)
+    assert any(w.name.endswith("bias") for w in report.weights)  # biases are in the scored set
+    total = sum(int(np.prod(v.shape)) for v in pruned.trainable_weights)
+    assert report.total.total == total and report.kept == round(0.1 * total)
+
+
+def test_resnet8_pools_the_activated_input_with_unit_variance_scaling():
+    from sniptf import models
+    resnet = models.get("dps_resnet8", (32, 32, 3), 10)
+    pools = [l for l in resnet.layers if isinstance(l, keras.layers.AveragePooling2D)]
+    assert len(pools) == 2
+    for pool in pools:  # the zero-pad shortcut averages the block's ReLU'd input
+        source = [l for l in resnet.layers if l.output is pool.input]
+        assert len(source) == 1 and isinstance(source[0], keras.layers.ReLU), source
+    conv = resnet.get_layer("stage2_conv1")
+    init = conv.kernel_initializer
+    assert isinstance(init, keras.initializers.VarianceScaling)
+    assert (init.scale, init.mode, init.distribution) == (1.0, "fan_in", "truncated_normal")
+
+
+def test_probe_starts_at_step_every_on_the_whole_training_split(monkeypatch):
+    workload = dataclass_replace(dps.get_workload("tiny"), train_examples=300)
+    seen = []
+    real = smoothness.LipschitzProbe
+
+    def spy(data, **kwargs):
+        seen.append(len(data[1]))
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(smoothness, "LipschitzProbe", spy)
+    out = dps.probe(workload, 0.5, 32, {"learning_rate": 0.05}, steps=12, every=5, log=lambda m: None)
+    assert [s for s, _ in out["lipschitz"]] == [5, 10] and seen == [300]
+    assert out["noise_scale"][0][0] == 0  # B_simple is also measured at initialization
+    with pytest.raises(ValueError, match="Received: probe_examples=-1"):
+        dps.probe(workload, 0.5, 32, {"learning_rate": 0.05}, steps=2, every=1, probe_examples=-1)
+
+
+def test_probe_learning_rate_is_one_for_all_sparsities_unless_best():
+    point = {"best_params": {"learning_rate": 0.3, "momentum": 0.99}}
+    assert dps.probes.probe_params(point, 0.1) == {"learning_rate": 0.1}
+    assert dps.probes.probe_params(point, "best") == point["best_params"]
+    for bad in ("fast", 0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="Received: probe_learning_rate="):
+            dps.check_probe_learning_rate(bad)
+    rows = dps.lipschitz_summary([
+        {"sparsity": s, "seed": seed, "learning_rate": 0.1, "mean": m}
+        for s, ms in ((0.0, (2.0, 2.2)), (0.5, (2.5, 2.7)), (0.9, (4.0, 3.0))) for seed, m in enumerate(ms)])
+    assert [r["mean"] for r in rows] == pytest.approx([2.1, 2.6, 3.5])
+    assert rows[2]["std"] == pytest.approx(0.5) and all(r["monotonic"] for r in rows)
+
+
+def test_bootstrap_interval_covers_the_true_b_crit_at_about_its_rate():
+    """Synthetic K* = c1/B + c2 with log-normal noise: the 95% interval of B_crit covers
+    c1/c2 in about 95% of data sets (pairs bootstrap on 9 points undercovers a little)."""
+    rng = np.random.default_rng(7)
+    b = np.array([2, 4, 8, 16, 32, 64, 128, 256, 512], float)
+    c1, c2 = 20_000.0, 200.0
+    covered = []
+    for _ in range(40):
+        k = (c1 / b + c2) * np.exp(rng.normal(0, 0.1, b.size))
+        fit = dps.fit_steps(b, k, bootstrap=200, seed=int(rng.integers(1 << 30)))
+        lo, hi = fit["b_crit_ci"]
+        assert lo <= fit["b_crit"] <= hi and fit["rms_log_residual"] > 0
+        covered.append(lo <= c1 / c2 <= hi)
+    assert 0.8 <= np.mean(covered) <= 1.0
+    few = dps.fit_steps([4, 8, 4, 8], [100, 60, 110, 65])
+    assert few["b_crit_ci"] is None and few["c1_ci"] is None  # fewer than 3 distinct B
+
+
+def test_cut_off_trials_are_counted_as_cut_off_and_several_goals_from_one_run():
+    spec = dps.make_spec("tiny", sparsities=[0.0], batch_sizes=[8, 16, 32], trials=3,
+                         goal_errors=[0.3, 0.5])
+    assert spec["workload"]["goal_error"] == 0.3 and spec["goal_errors"] == [0.3, 0.5]
+    traces = {8: ([[10, 0.6], [20, 0.45], [30, 0.3]], [[10, 0.55], [20, 0.52]], [[10, 0.5]]),
+              16: ([[10, 0.4], [20, 0.29]], [[10, 0.7]], [[10, None]]),
+              32: ([[10, 0.49], [20, 0.35]], [[10, 0.2]], [[10, 0.6], [20, 0.6]])}
+    records = []
+    for b, ts in traces.items():
+        for i, trace in enumerate(ts):
+            final = trace[-1][1]
+            status = "diverged" if final is None else "reached" if final <= 0.3 else "not_reached"
+            records.append({"study": dps.study_name(0.0, b), "index": i, "trace": trace,
+                            "params": {"learning_rate": 0.1 * (i + 1)}, "status": status,
+                            "steps": trace[-1][0] if status == "reached" else None,
+                            "cut_off": b == 8 and i == 1})
+    _, points, fits = dps.collect(spec, records)
+    strict = {p["batch_size"]: p for p in points if p["goal_error"] == 0.3}
+    loose = {p["batch_size"]: p for p in points if p["goal_error"] == 0.5}
+    assert [strict[b]["k_star"] for b in (8, 16, 32)] == [30, 20, 10]
+    assert [loose[b]["k_star"] for b in (8, 16, 32)] == [10, 10, 10]
+    assert (strict[8]["reached"], strict[8]["not_reached"], strict[8]["cut_off"]) == (1, 1, 1)
+    assert strict[16]["diverged"] == 1
+    assert {f["goal_error"] for f in fits} == {0.3, 0.5}
+    # the best lr of B=8 at the strict goal is the smallest tried of three: an edge
+    assert strict[8]["at_boundary"] == ["learning_rate"]
+    with pytest.raises(ValueError, match="Received: goal_errors="):
+        dps.make_spec("tiny", sparsities=[0.0], batch_sizes=[8], trials=2, goal_errors=[1.5])
+
+
+def test_a_users_workload_registers_and_is_refused_when_malformed():
+    workload = dataclass_replace(dps.get_workload("tiny"), name="users_tiny")
+    try:
+        dps.register_workload(workload)
+        assert dps.get_workload("users_tiny") is workload
+        spec = dps.make_spec("users_tiny", sparsities=[0.0], batch_sizes=[8], trials=1)
+        assert spec["workload"]["name"] == "users_tiny"
+    finally:
+        dps.WORKLOADS.pop("users_tiny", None)
+    with pytest.raises(TypeError, match="Received: workload="):
+        dps.register_workload({"name": "x"})
+    with pytest.raises(ValueError, match="Received: name='resnet_9000'"):
+        dps.register_workload(dataclass_replace(workload, model="resnet_9000"))

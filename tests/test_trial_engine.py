@@ -165,7 +165,7 @@ def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
     _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *GRID, "--incumbent_cutoff"])
     _run(module, ["steps_to_result", "work", f"--study_dir={study}"])
     _run(module, ["steps_to_result", "report", f"--study_dir={study}", "--probe_batch_size=32",
-                  "--probe_steps=20", "--probe_every=10"])
+                  "--probe_steps=20", "--probe_every=10", "--probe_seeds=0", "--probe_seeds=1"])
     results = json.load(open(study / "results.json"))
     assert set(results) >= {"workload", "trials", "points", "fits", "lipschitz", "noise_scale"}
     assert results["workload"]["workload"]["name"] == "tiny" and results["workload"]["incumbent_cutoff"]
@@ -175,11 +175,15 @@ def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
     point = results["points"][0]
     assert set(point) >= {"sparsity", "batch_size", "k_star", "reached", "not_reached", "diverged",
                           "best_params"}
-    assert sum(p["reached"] + p["not_reached"] + p["diverged"] for p in results["points"]) == 12
+    assert sum(p["reached"] + p["not_reached"] + p["cut_off"] + p["diverged"]
+               for p in results["points"]) == 12
     for fit in results["fits"]:
         assert set(fit) >= {"sparsity", "c1", "c2", "b_crit", "r2_log"}
-    for entry in results["lipschitz"]:
-        assert entry["batch_size"] == 32 and len(entry["values"]) == 2 and entry["mean"] > 0
+    for entry in results["lipschitz"]:  # one lr (0.1) for every sparsity, two init seeds
+        assert entry["batch_size"] == 32 and entry["steps"] == [10, 20] and entry["mean"] > 0
+        assert entry["learning_rate"] == 0.1 and entry["seed"] in (0, 1)
+    assert len(results["lipschitz"]) == 4 and results["probe"]["learning_rate"] == 0.1
+    assert [r["seeds"] for r in results["lipschitz_summary"]] == [2, 2]
     assert {n["sparsity"] for n in results["noise_scale"]} == {0.0, 0.5}
     for name in ("k_star", "k_star_normalized", "best_lr", "trial_status", "lipschitz"):
         assert (study / f"{name}.png").stat().st_size > 5_000
@@ -192,3 +196,35 @@ def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
         _run(module, ["steps_to_result", "work", f"--study_dir={study}", "--storage=sqlite:///x.db"])
     with pytest.raises(app.UsageError, match="Expected one action"):
         _run(module, ["steps_to_result", "train", f"--study_dir={study}"])
+
+
+USERS_MODULE = """
+import dataclasses
+from sniptf.studies import data_parallelism as dps
+dps.register_workload(dataclasses.replace(dps.get_workload("tiny"), name="users_tiny", max_steps=30))
+"""
+
+
+def test_a_users_workload_module_and_several_goals_through_prepare_work_report(tmp_path, monkeypatch):
+    (tmp_path / "users_workloads.py").write_text(USERS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = _load("steps_to_result")
+    study = tmp_path / "study"
+    common = [f"--study_dir={study}", "--workload_module=users_workloads"]
+    _run(module, ["steps_to_result", "prepare", *common, "--workload=users_tiny", "--sparsities=0",
+                  "--batch_sizes=32", "--batch_sizes=64", "--trials=2", "--goal_errors=0.5",
+                  "--goal_errors=0.7"])
+    _run(module, ["steps_to_result", "work", *common])
+    _run(module, ["steps_to_result", "report", *common])
+    results = json.load(open(study / "results.json"))
+    assert results["workload"]["workload"]["name"] == "users_tiny"
+    assert results["workload"]["goal_errors"] == [0.5, 0.7]
+    assert sorted({p["goal_error"] for p in results["points"]}) == [0.5, 0.7]
+    assert len(results["points"]) == 4
+    loose = {p["batch_size"]: p["k_star"] for p in results["points"] if p["goal_error"] == 0.7}
+    strict = {p["batch_size"]: p["k_star"] for p in results["points"] if p["goal_error"] == 0.5}
+    for b in (32, 64):  # a looser goal is reached no later
+        assert strict[b] is None or (loose[b] is not None and loose[b] <= strict[b])
+    with pytest.raises(app.UsageError, match="Received: --workload_module=no_such_module"):
+        _run(module, ["steps_to_result", "work", f"--study_dir={study}", "--workload_module=no_such_module"])
+

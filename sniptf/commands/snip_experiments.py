@@ -28,6 +28,8 @@ flags.DEFINE_multi_enum("experiments", list(snip.EXPERIMENTS), snip.EXPERIMENTS,
 flags.DEFINE_multi_enum("datasets", ["mnist10k", "fashion_mnist"], sorted({d for d, _ in snip.BUDGETS}),
                         "Table datasets (repeat the flag for several).")
 flags.DEFINE_multi_integer("seeds", [0, 1, 2], "Table seeds (repeat the flag for several).")
+flags.DEFINE_multi_enum("models", list(snip.TABLE_KAPPAS), list(snip.TABLE_KAPPAS),
+                        "Table models (repeat the flag for several).")
 flags.DEFINE_integer("epochs_scale", 100, "Percent of the default training budgets.", lower_bound=1)
 flags.DEFINE_integer("sequential_epochs", 20, "Epochs of the LSTM/GRU runs.", lower_bound=1)
 flags.DEFINE_integer("memorization_epochs", 100, "Epochs on shuffled labels.", lower_bound=1)
@@ -47,6 +49,7 @@ def main(argv):
         FLAGS.experiments, output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir,
         datasets=FLAGS.datasets, seeds=FLAGS.seeds, epochs_scale=FLAGS.epochs_scale,
         sequential_epochs=FLAGS.sequential_epochs, memorization_epochs=FLAGS.memorization_epochs,
+        models=tuple(FLAGS.models),
         log=logging.info)
     print(tables)
 

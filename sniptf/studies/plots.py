@@ -122,20 +122,25 @@ def data_parallelism(results, out_dir):
     """The data-parallelism-and-sparsity figures; returns their paths.
 
     k_star.png (K* vs B, log-log, with the fit and the perfect-scaling line),
-    k_star_normalized.png (K* / K* at the smallest B), best_lr.png,
-    trial_status.png (every trial's lr vs B by outcome) and lipschitz.png.
+    k_star_normalized.png (K* / K* at the smallest B), best_lr.png (the best
+    lr per point, hollow where it sits at the edge of the lrs tried),
+    effective_lr.png (lr/(1 − m) per point, momentum workloads only),
+    trial_status.png (every trial's lr vs B by outcome, cut-off trials apart)
+    and lipschitz.png (L along training: each init seed faint, their mean bold).
+    K* figures show the strictest goal.
     """
     import numpy as np
 
     sparsities = results["workload"]["sparsities"]
+    goals = sorted(results["workload"].get("goal_errors") or [results["workload"]["workload"]["goal_error"]])
+    points = [p for p in results["points"] if p.get("goal_error", goals[0]) == goals[0]]
     colors = {s: plt.cm.viridis(i / max(1, len(sparsities) - 1)) for i, s in enumerate(sparsities)}
     label = lambda s: f"{100 * s:g}% sparse"
-    fits = {f["sparsity"]: f for f in results["fits"]}
+    fits = {f["sparsity"]: f for f in results["fits"] if f.get("goal_error", goals[0]) == goals[0]}
     paths = []
 
     def curve(s):
-        pts = sorted((p["batch_size"], p["k_star"]) for p in results["points"]
-                     if p["sparsity"] == s and p["k_star"])
+        pts = sorted((p["batch_size"], p["k_star"]) for p in points if p["sparsity"] == s and p["k_star"])
         return np.array([b for b, _ in pts], float), np.array([k for _, k in pts], float)
 
     for normalized in (False, True):
@@ -159,32 +164,46 @@ def data_parallelism(results, out_dir):
         ax.set_yscale("log")
         ax.set_xlabel("batch size B")
         ax.set_ylabel("K* / K*(smallest B)" if normalized else "steps to result K*")
-        ax.set_title("normalized steps to result" if normalized else "steps to result (dotted: c1/B + c2 fit)")
+        ax.set_title(("normalized steps to result" if normalized else
+                      "steps to result (dotted: c1/B + c2 fit)") + f", goal {goals[0]:.1%}", fontsize=10)
         ax.legend(fontsize=8)
         paths.append(_save(fig, os.path.join(out_dir, "k_star_normalized.png" if normalized else "k_star.png")))
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for s in sparsities:
-        pts = sorted((p["batch_size"], p["best_params"]["learning_rate"]) for p in results["points"]
-                     if p["sparsity"] == s and p["best_params"])
-        if pts:
-            ax.plot([b for b, _ in pts], [lr for _, lr in pts], "o-", color=colors[s], label=label(s))
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size B")
-    ax.set_ylabel("best learning rate")
-    ax.legend(fontsize=8)
-    paths.append(_save(fig, os.path.join(out_dir, "best_lr.png")))
+    def per_point(value, name, ylabel, title):
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+        for s in sparsities:
+            pts = sorted((p["batch_size"], value(p["best_params"]), bool(p.get("at_boundary")))
+                         for p in points if p["sparsity"] == s and p["best_params"])
+            if not pts:
+                continue
+            ax.plot([b for b, _, _ in pts], [v for _, v, _ in pts], "-", color=colors[s], label=label(s))
+            for b, v, edge in pts:
+                ax.plot([b], [v], "o", color=colors[s], markerfacecolor="none" if edge else colors[s])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, os.path.join(out_dir, name)))
+
+    per_point(lambda p: p["learning_rate"], "best_lr.png", "best learning rate",
+              "best lr per point (hollow: at the edge of the lrs tried, K* an upper bound)")
+    if any(p["best_params"] and "momentum" in p["best_params"] for p in points):
+        per_point(lambda p: p["learning_rate"] / (1 - p.get("momentum", 0.0)), "effective_lr.png",
+                  "lr / (1 − momentum)", "effective learning rate per point")
 
     fig, axes = plt.subplots(1, len(sparsities), figsize=(3.6 * len(sparsities), 3.4), squeeze=False,
                              sharey=True)
-    marks = {"reached": ("o", "tab:green"), "not_reached": ("x", "tab:orange"), "diverged": ("^", "tab:red")}
+    marks = {"reached": ("o", "tab:green"), "not_reached": ("x", "tab:orange"),
+             "cut_off": ("s", "tab:gray"), "diverged": ("^", "tab:red")}
+    outcome = lambda t: "cut_off" if t["status"] == "not_reached" and t.get("cut_off") else t["status"]
     for ax, s in zip(axes[0], sparsities):
         for status, (marker, color) in marks.items():
             pts = [(t["batch_size"], t["params"]["learning_rate"]) for t in results["trials"]
-                   if t["sparsity"] == s and t["status"] == status]
+                   if t["sparsity"] == s and outcome(t) == status]
             if pts:
-                ax.scatter(*zip(*pts), marker=marker, color=color, s=18, label=status)
+                ax.scatter(*zip(*pts), marker=marker, color=color, s=18, label=status.replace("_", " "))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(label(s), fontsize=9)
@@ -195,12 +214,20 @@ def data_parallelism(results, out_dir):
 
     if results["lipschitz"]:
         fig, ax = plt.subplots(figsize=(6.4, 4.6))
-        for entry in results["lipschitz"]:
-            ax.plot(entry["steps"], entry["values"], "o-", color=colors[entry["sparsity"]],
-                    label=f"{label(entry['sparsity'])} (mean {entry['mean']:.2f})")
+        for s in sorted({e["sparsity"] for e in results["lipschitz"]}):
+            runs = [e for e in results["lipschitz"] if e["sparsity"] == s and e["values"]]
+            for e in runs:
+                ax.plot(e["steps"], e["values"], "-", color=colors[s], alpha=0.25, lw=0.8)
+            if runs:
+                length = min(len(e["values"]) for e in runs)
+                mean = np.mean([e["values"][:length] for e in runs], axis=0)
+                ax.plot(runs[0]["steps"][:length], mean, "o-", color=colors[s], lw=2,
+                        label=f"{label(s)} (mean of {len(runs)} seeds: {float(np.mean(mean)):.2f})")
+        entry = results["lipschitz"][0]
         ax.set_xlabel("training step")
         ax.set_ylabel("local Lipschitz constant L")
-        ax.set_title(f"smoothness along training (B={results['lipschitz'][0]['batch_size']})")
+        ax.set_title(f"smoothness along training (B={entry['batch_size']}, "
+                     f"lr {entry.get('learning_rate', float('nan')):g})", fontsize=10)
         ax.legend(fontsize=8)
         paths.append(_save(fig, os.path.join(out_dir, "lipschitz.png")))
     return paths

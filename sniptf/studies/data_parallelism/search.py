@@ -3,7 +3,7 @@
 import dataclasses
 import math
 
-from scipy.stats import qmc
+from sniptf.studies.data_parallelism import sobol
 
 
 SCALES = ("log", "reverse_log", "linear", "int")
@@ -30,31 +30,31 @@ class Param:
                              f"Received: high={self.high!r}")
 
     def value(self, u):
-        """Maps u in [0, 1) to the parameter's scale."""
+        """Maps u in [0, 1) to the parameter's scale, as the authors' `metaparameters.py`
+        does: `log` log-uniform from `low` (u = 0) to `high`; `reverse_log` log-uniform in
+        1 − value, from `high` (u = 0: 1 − value smallest) down to `low`; `int` truncates
+        `low + u·(high − low)`; `linear` is uniform."""
         if self.scale == "log":
-            return float(math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low))))
+            return float(10 ** (math.log10(self.low) + u * (math.log10(self.high) - math.log10(self.low))))
         if self.scale == "reverse_log":
-            a, b = math.log(1 - self.low), math.log(1 - self.high)
-            return float(1 - math.exp(a + u * (b - a)))
+            top, bottom = math.log10(1 - self.high), math.log10(1 - self.low)
+            return float(1 - 10 ** (top + u * (bottom - top)))
         if self.scale == "int":
-            return int(min(self.high, math.floor(self.low + u * (self.high - self.low + 1))))
+            return int(self.low + u * (self.high - self.low))
         return float(self.low + u * (self.high - self.low))
 
 
 def sobol_points(space, n):
-    """The first `n` points of the search, as dicts `{name: value}`.
+    """The first `n` points of the search, as dicts `{name: value}`, one Sobol
+    dimension per `Param` in `space` order.
 
-    The unscrambled Sobol sequence of `scipy.stats.qmc` in `len(space)`
-    dimensions, skipping its first (all-zero) point, as the authors do: for a
-    log-scaled lr in [1e-4, 1] the first values are 0.01, 0.1, 0.001,
-    0.00316, 0.316, ...
+    The authors' sequence: Bratley & Fox's generator (`sobol`), skipping the
+    all-zero point, mapped through each `Param.value`. For a log-scaled lr in
+    [1e-4, 1] the first values are 0.01, 0.1, 0.001, 0.00316, 0.316, ...
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"Expected n to be an int >= 1. Received: n={n!r}")
     if not space:
         raise ValueError("Expected at least one Param. Received: space=[]")
-    sampler = qmc.Sobol(d=len(space), scramble=False)
-    sampler.fast_forward(1)
-    # Sobol wants powers of two; take the first n of the next power
-    units = sampler.random(2 ** math.ceil(math.log2(n)))[:n] if n > 1 else sampler.random(1)
+    units = sobol.points(len(space), n)
     return [{p.name: p.value(float(u)) for p, u in zip(space, row)} for row in units]

@@ -12,6 +12,7 @@ from sniptf.studies.data_parallelism.workloads import Workload
 from sniptf.studies.data_parallelism.workloads import build_model
 from sniptf.studies.data_parallelism.workloads import get_workload
 from sniptf.studies.data_parallelism.workloads import optimizer as optimizer_for
+from sniptf.studies.data_parallelism.workloads import train_batches
 from sniptf.studies.data_parallelism.workloads import workload_data
 
 
@@ -50,10 +51,19 @@ def study_name(sparsity, batch_size):
     return f"sparsity={sparsity:g},batch_size={batch_size}"
 
 
-def make_spec(workload, *, sparsities, batch_sizes, trials, incumbent_cutoff=False, **overrides):
+def make_spec(workload, *, sparsities, batch_sizes, trials, incumbent_cutoff=False, goal_errors=None,
+              **overrides):
     """The JSON spec of a study grid: the workload (with `overrides` of its fields),
-    the grid and the trial count."""
+    the grid and the trial count. `goal_errors` (a list) replaces the workload's
+    `goal_error`: trials stop at the strictest, and every point and fit is reported
+    for each goal."""
     workload = get_workload(workload) if isinstance(workload, str) else workload
+    if goal_errors is not None:
+        goals = [float(g) for g in goal_errors]
+        if not goals or not all(0.0 <= g < 1.0 for g in goals):  # NaN fails too
+            raise ValueError(f"Expected goal_errors in [0, 1) (validation error rates). "
+                             f"Received: goal_errors={list(goal_errors)}")
+        overrides = dict(overrides, goal_error=min(goals))
     if overrides:
         workload = dataclasses.replace(workload, **overrides)
     sparsities = [float(s) for s in sparsities]
@@ -75,6 +85,7 @@ def make_spec(workload, *, sparsities, batch_sizes, trials, incumbent_cutoff=Fal
     eval_steps(workload.max_steps, workload.eval_every, workload.eval_growth)  # checks both
     return {"workload": workload.to_dict(), "sparsities": sparsities, "batch_sizes": batch_sizes,
             "trials": trials, "incumbent_cutoff": bool(incumbent_cutoff),
+            "goal_errors": sorted(set(goals)) if goal_errors is not None else [workload.goal_error],
             "studies": [study_name(s, b) for s in sparsities for b in batch_sizes]}
 
 
@@ -111,9 +122,7 @@ def run_trial(workload, sparsity, batch_size, params, index, *, cutoff=None, dat
     budget = workload.budget(batch_size)
     optimizer = optimizer_for(workload, params)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    ds = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train[1]), seed=workload.data_seed,
-                                                          reshuffle_each_iteration=True)
-    iterator = iter(ds.repeat().batch(batch_size, drop_remainder=True).prefetch(4))
+    iterator = iter(train_batches(workload, train, batch_size))
     variables = model.trainable_variables
     optimizer.build(variables)
 
