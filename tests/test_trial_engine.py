@@ -87,6 +87,35 @@ def test_two_worker_processes_run_each_point_exactly_once(tmp_path):
     _prepare_and_run_two_workers(tmp_path, str(tmp_path / "journal.log"))
 
 
+def test_a_worker_leaves_within_seconds_of_its_last_trial_while_another_works(tmp_path):
+    """A worker used to hang 30-57 s after "this worker ran N trials" (tf.data's autotuning
+    threads of every trial's iterator, stopped at exit); it now exits at once."""
+    storage = str(tmp_path / "journal.log")
+    subprocess.run(_cmd("prepare", tmp_path, storage, "--workload=tiny", "--sparsities=0",
+                        "--sparsities=0.5", "--batch_sizes=32", "--trials=8", "--goal_error=0",
+                        "--max_steps=200", "--eval_every=100"),
+                   env=_env(), check=True, capture_output=True, timeout=120)
+    busy = subprocess.Popen(_cmd("work", tmp_path, storage), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    short = subprocess.Popen(_cmd("work", tmp_path, storage, "--max_trials=3"), env=_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        said = None
+        for line in short.stderr:
+            if "this worker ran 3 trials" in line:
+                said = time.monotonic()
+                break
+        assert said is not None, "the worker never said how many trials it ran"
+        short.wait(timeout=60)
+        left = time.monotonic() - said
+        assert busy.poll() is None, "the other worker had finished: not the case under test"
+        assert short.returncode == 0 and left < 5.0, f"exited {left:.1f} s after its last trial"
+    finally:
+        busy.kill()
+        short.kill()
+        busy.wait()
+
+
 def test_worker_killed_mid_trial_then_resume_and_work_completes_every_point_once(tmp_path):
     storage = str(tmp_path / "journal.log")
     # goal 0 is never reached: every trial runs its whole budget (seconds), so the kill lands mid-trial

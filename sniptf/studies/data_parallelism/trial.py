@@ -1,6 +1,7 @@
 """One trial: the study grid, its spec, and a trial trained and evaluated to its goal."""
 
 import dataclasses
+import gc
 import time
 
 import keras
@@ -162,6 +163,9 @@ def run_trial(workload, sparsity, batch_size, params, index, *, cutoff=None, dat
         if steps is not None:
             status = "reached"
             break
+    # the trial's iterator and functions go now, not at the process's exit
+    del train_steps, val_error, iterator
+    gc.collect()
     return {"status": status, "value": steps, "steps": steps, "trace": trace, "cut_off": cut_off,
             "budget": budget, "train_seconds": time.perf_counter() - start}
 

@@ -142,13 +142,21 @@ def train_batches(workload, train, batch_size):
     """The training stream of a trial: every epoch a permutation of `train` drawn from a
     `RandomState(workload.data_seed)` (nothing else: not TensorFlow's global seed, which
     the init seed sets), as one stream of examples cut into batches of `batch_size`
-    (a batch may span two epochs, as in the authors' generator). Infinite."""
+    (a batch may span two epochs, as in the authors' generator). Infinite.
+
+    No autotuning and no `prefetch`: their threads belong to the iterator, and a worker
+    that had run many trials spent tens of seconds at exit stopping every trial's
+    (py-spy showed the main thread in ~IteratorResource, waiting on tf.data's
+    thread pool; 6.6 s after 3 tiny trials beside a busy worker, 30-57 s after 12
+    real ones). The gather of a batch from memory is cheap inline."""
     x, y = (tf.constant(a) for a in train)
     order = tf.data.Dataset.from_generator(
         lambda: _epochs(workload.data_seed, len(train[1])),
         output_signature=tf.TensorSpec([len(train[1])], tf.int64))
     batches = order.unbatch().batch(batch_size, drop_remainder=True)
-    return batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i))).prefetch(4)
+    options = tf.data.Options()
+    options.autotune.enabled = False  # no autotuning thread to stop either
+    return batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i))).with_options(options)
 
 
 def build_model(workload, sparsity, seed, train):
