@@ -199,3 +199,10 @@ def test_results_open_with_a_contents_list_by_topic():
     head = text.split("\n## ", 2)
     assert head[1].startswith("Contents")
     assert not re.search(r"^## .*\b[Ii]ssue \d", text, re.M), "headings name topics, not issue numbers"
+
+
+def test_no_studies_module_over_350_lines():
+    long = {os.path.relpath(p, ROOT): n for p in glob.glob(os.path.join(ROOT, "sniptf", "studies", "**", "*.py"),
+                                                          recursive=True)
+            if (n := sum(1 for _ in open(p))) > 350}
+    assert not long, f"split these into rooms: {long}"
