@@ -243,9 +243,17 @@ class MaskedLayer(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        layer = keras.saving.deserialize_keras_object(
-            config.pop("layer"), custom_objects=custom_objects
-        )
+        inner = config.pop("layer")
+        try:
+            layer = keras.saving.deserialize_keras_object(inner, custom_objects=custom_objects)
+        except TypeError as e:
+            name = inner.get("class_name", "?") if isinstance(inner, dict) else type(inner).__name__
+            raise ValueError(
+                f"Layer class {name} cannot be rebuilt from the config Keras saved for it ({e}). "
+                "Keras cannot reload it either, pruned or not: its constructor does not take the "
+                "config's keys (`trainable`, `dtype`, ...). Add **kwargs to its __init__ and pass "
+                "them to super().__init__ (and a get_config returning its arguments) to use .keras "
+                "files; sniptf.export (SavedModel, TFLite) serves the model without that.") from e
         return cls(layer, **config)
 
 

@@ -107,14 +107,43 @@ def check_model(model):
 
 
 def _default_clone(layer):
+    """A new instance of `layer`'s class with its configuration (weights not copied).
+
+    `from_config` first; for a class whose constructor rejects its own config — the
+    keras-io tutorial style, `def __init__(self, a, b): super().__init__()` with no
+    `**kwargs`, where Keras's default `get_config` still adds `trainable` and `dtype` —
+    the constructor is called with the config's entries it names, and name, trainable
+    flag and dtype policy are set afterwards.
+    """
     try:
-        return layer.__class__.from_config(layer.get_config())
-    except (NotImplementedError, TypeError) as e:
+        config = layer.get_config()
+    except NotImplementedError as e:
         raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt from "
-            f"its config ({e}). Give the class a `get_config` that returns its "
-            "constructor arguments (and pass **kwargs to super().__init__), or "
-            "place sniptf.MaskedLayer around its prunable layers in its own code.") from e
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied: Keras recorded no "
+            "constructor arguments for it (it does so only when they are numbers, strings, "
+            "booleans or None; this one was given another object). Give the class a `get_config` that returns "
+            "its constructor arguments, or place sniptf.MaskedLayer around its prunable layers "
+            "in its own code.") from e
+    try:
+        return layer.__class__.from_config(config)
+    except TypeError as e:
+        first = e
+    parameters = inspect.signature(layer.__class__.__init__).parameters
+    if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        try:
+            new = layer.__class__(**{k: v for k, v in config.items() if k in parameters and k != "self"})
+        except TypeError as e:
+            first = e
+        else:
+            new.name = layer.name
+            new.trainable = layer.trainable
+            new.dtype_policy = layer.dtype_policy
+            return new
+    raise ValueError(
+        f"Layer '{layer.name}' ({type(layer).__name__}) cannot be rebuilt from its config "
+        f"({first}). Give the class a `get_config` that returns its constructor arguments "
+        "(and pass **kwargs to super().__init__), or place sniptf.MaskedLayer around its "
+        "prunable layers in its own code.") from first
 
 
 def _rebuild(model, inner, outer, copy):

@@ -175,8 +175,8 @@ def test_unbuilt_sequential_is_built_from_data():
     assert not model.built
 
 
-def test_unrebuildable_subclassed_model_error_points_to_masked_layer():
-    class Net(keras.Model):  # no **kwargs: Keras cannot rebuild it from its config
+def test_subclassed_model_without_kwargs_wraps_and_one_keras_cannot_record_is_refused():
+    class Net(keras.Model):  # no **kwargs: Keras's own from_config cannot rebuild it
         def __init__(self):
             super().__init__()
             self.fc = L.Dense(2)
@@ -186,12 +186,27 @@ def test_unrebuildable_subclassed_model_error_points_to_masked_layer():
 
     net = Net()
     net(np.ones((1, 3)))
-    before = [w.copy() for w in net.get_weights()]
-    with pytest.raises(ValueError, match=r"(?s)\(Net\) cannot be rebuilt.*sniptf.MaskedLayer"):
-        sniptf.wrap(net)
-    with pytest.raises(ValueError, match=r"(?s)\(Net\) cannot be rebuilt.*sniptf.MaskedLayer"):
-        sniptf.prune(net, (np.ones((2, 3)), np.array([0, 1])))
-    for a, b in zip(before, net.get_weights()):
+    wrapped = sniptf.wrap(net)  # rebuilt from the constructor's recorded arguments
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    np.testing.assert_allclose(wrapped(x).numpy(), net(x).numpy(), rtol=1e-6)
+    assert sniptf.sparsity(wrapped).total.total == 6
+
+    class Holder(keras.Model):  # takes an object: Keras records no config at all
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def call(self, x):
+            return self.inner(x)
+
+    held = Holder(L.Dense(2))
+    held(np.ones((1, 3)))
+    before = [w.copy() for w in held.get_weights()]
+    with pytest.raises(ValueError, match=r"(?s)\(Holder\) cannot be copied.*sniptf.MaskedLayer"):
+        sniptf.wrap(held)
+    with pytest.raises(ValueError, match=r"(?s)\(Holder\) cannot be copied.*sniptf.MaskedLayer"):
+        sniptf.prune(held, (np.ones((2, 3)), np.array([0, 1])))
+    for a, b in zip(before, held.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(TypeError, match="Expected a keras.Model"):
         sniptf.wrap(L.Dense(2))
