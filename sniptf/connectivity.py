@@ -1,0 +1,257 @@
+"""`effective_sparsity`: the weights that lie on some input-to-output path, and the dead units.
+
+A mask at 98-99% disconnects whole units: a unit none of whose kept inputs
+depends on the input computes a constant, one none of whose kept outputs
+reaches an output feeds nothing (Vysogorets & Kempe, JMLR 2023). A kept weight
+is *effective* when its input end depends on the model's input and its output
+end reaches an output.
+
+How: on the stripped model (a kept weight is a non-zero entry of W ⊙ C), every
+layer is replaced by its *connectivity map*: the layer's linear part with each
+kernel replaced by its 0/1 pattern, no bias, no activation, batch-norm the
+identity, max-pooling an average (any element of a window can be its
+maximum). Propagating an all-ones input through those maps marks what depends
+on the input (`alive`); propagating the outputs' ones back through their
+gradients marks what reaches an output (`used`); a weight's gradient at `alive`
+inputs and `used` outputs is non-zero exactly when it is effective. Layers
+with no map (RNNs, a shared layer, a nested model, custom blocks) are taken
+whole: all of their outputs alive if any input is, all inputs used if any
+output is, every kept weight inside effective; the report names them.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sniptf import report as report_lib
+from sniptf import transform
+
+_ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU,
+                keras.layers.ELU, keras.layers.Softmax, keras.layers.Dropout,
+                keras.layers.BatchNormalization, keras.layers.GaussianNoise,
+                keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
+                keras.layers.Rescaling, keras.layers.Identity)
+_RESHAPES = (keras.layers.Flatten, keras.layers.Reshape)
+_POOLS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.AveragePooling1D,
+          keras.layers.AveragePooling2D, keras.layers.GlobalMaxPooling1D,
+          keras.layers.GlobalMaxPooling2D, keras.layers.GlobalAveragePooling1D,
+          keras.layers.GlobalAveragePooling2D)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadUnits:
+    """Units (Dense units, conv output channels, embedding columns) of one layer that
+    depend on no input (`constant`, a bias alone), reach no output (`unused`), or
+    either (`dead`), of `total`."""
+
+    name: str
+    constant: int
+    unused: int
+    dead: int
+    total: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EffectiveSparsityReport(report_lib.SparsityReport):
+    """A `SparsityReport` whose kept counts are the effective weights, with the
+    nominal report beside it, the dead units per layer, and the layers taken whole
+    (`whole`: `(layer name, why)`)."""
+
+    nominal: report_lib.SparsityReport = None
+    dead_units: tuple = ()
+    whole: tuple = ()
+
+    def to_dict(self):
+        """As `SparsityReport.to_dict`, with `nominal`, `dead_units` and `whole`."""
+        out = super().to_dict()
+        out.update(nominal=self.nominal.to_dict(), dead_units=[dataclasses.asdict(d) for d in self.dead_units],
+                   whole=[list(w) for w in self.whole])
+        return out
+
+
+def _pattern(variable):
+    return tf.constant((np.asarray(variable.numpy()) != 0).astype(np.float32))
+
+
+def _conv(layer, x, kernel):
+    rank = len(kernel.shape) - 2
+    strides = layer.strides if isinstance(layer.strides, (tuple, list)) else (layer.strides,) * rank
+    dilation = layer.dilation_rate if isinstance(layer.dilation_rate, (tuple, list)) else (layer.dilation_rate,) * rank
+    return tf.nn.convolution(x, kernel, strides=list(strides), padding=layer.padding.upper(),
+                             dilations=list(dilation))
+
+
+def _linear_map(layer):
+    """`(fn(x, kernels), [kernel patterns], [kernel names])` for a layer with kernels,
+    or None."""
+    L = keras.layers
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and not isinstance(
+            layer, (L.SeparableConv1D, L.SeparableConv2D, L.Conv1DTranspose, L.Conv2DTranspose,
+                    L.Conv3DTranspose)) and layer.data_format == "channels_last" and layer.groups == 1:
+        return (lambda x, k: _conv(layer, x, k[0])), [_pattern(layer.kernel)], ["kernel"]
+    if isinstance(layer, L.Dense):
+        return (lambda x, k: tf.tensordot(x, k[0], axes=[[-1], [0]])), [_pattern(layer.kernel)], ["kernel"]
+    if isinstance(layer, L.DepthwiseConv2D) and layer.data_format == "channels_last":
+        def depthwise(x, k):
+            return tf.nn.depthwise_conv2d(x, k[0], strides=[1, *layer.strides, 1],
+                                          padding=layer.padding.upper(), dilations=layer.dilation_rate)
+        return depthwise, [_pattern(layer.kernel)], ["kernel"]
+    return None
+
+
+def _pool_map(layer):
+    L = keras.layers
+    if isinstance(layer, (L.GlobalMaxPooling1D, L.GlobalAveragePooling1D)):
+        return lambda x: tf.reduce_mean(x, axis=1)
+    if isinstance(layer, (L.GlobalMaxPooling2D, L.GlobalAveragePooling2D)):
+        return lambda x: tf.reduce_mean(x, axis=[1, 2])
+    if isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
+        return lambda x: tf.nn.avg_pool2d(x, layer.pool_size, layer.strides, layer.padding.upper())
+    return lambda x: tf.nn.avg_pool1d(x, layer.pool_size, layer.strides, layer.padding.upper())
+
+
+def _tensors(value):
+    return [t for t in keras.tree.flatten(value)]
+
+
+def effective_sparsity(model):
+    """Counts only the kept weights that lie on some input-to-output path.
+
+    Args:
+        model: a Functional or Sequential model, wrapped or plain (built on
+            `keras.Input`).
+
+    Returns:
+        An `EffectiveSparsityReport`: `.weights`, `.layers`, `.total` as in
+        `sniptf.sparsity` but counting effective weights; `.nominal` (the
+        `sniptf.sparsity` report), `.dead_units` (per layer with units: constant,
+        unused, dead, total) and `.whole` (layers taken whole, with why).
+
+    Raises:
+        ValueError: a subclassed model (no layer graph), or no prunable layer.
+    """
+    transform.check_model(model)
+    nominal = report_lib.sparsity(model)
+    plain = transform.strip(model)
+    alive, whole, maps = {}, [], {}
+    for t in _tensors(plain.inputs):
+        alive[id(t)] = tf.ones([1] + list(t.shape[1:]), tf.float32)
+    layers = [l for l in plain.layers if not isinstance(l, keras.layers.InputLayer)]
+    for layer in layers:
+        try:
+            ins, outs = _tensors(layer.input), _tensors(layer.output)
+        except (AttributeError, ValueError):  # a layer called more than once
+            whole.append((layer.name, "called more than once (shared)"))
+            continue
+        maps[layer.name] = (layer, ins, outs)
+        xs = [alive.get(id(t)) for t in ins]
+        if any(x is None for x in xs):
+            xs = [tf.ones([1] + list(t.shape[1:])) if x is None else x for x, t in zip(xs, ins)]
+        linear = _linear_map(layer)
+        if linear is not None:
+            fn, kernels, _ = linear
+            alive[id(outs[0])] = tf.cast(fn(xs[0], kernels) > 0, tf.float32)
+        elif isinstance(layer, keras.layers.Embedding):
+            column = tf.cast(tf.reduce_any(_pattern(layer.embeddings) > 0, axis=0), tf.float32)
+            alive[id(outs[0])] = tf.broadcast_to(column, [1] + list(outs[0].shape[1:]))
+        elif isinstance(layer, _ELEMENTWISE):
+            alive[id(outs[0])] = xs[0]
+        elif isinstance(layer, _RESHAPES):
+            alive[id(outs[0])] = tf.reshape(xs[0], [1] + list(outs[0].shape[1:]))
+        elif isinstance(layer, _POOLS):
+            alive[id(outs[0])] = tf.cast(_pool_map(layer)(xs[0]) > 0, tf.float32)
+        elif isinstance(layer, (keras.layers.Add, keras.layers.Average, keras.layers.Maximum,
+                                keras.layers.Subtract)):
+            alive[id(outs[0])] = tf.cast(tf.add_n(xs) > 0, tf.float32)
+        elif isinstance(layer, keras.layers.Concatenate):
+            alive[id(outs[0])] = tf.concat(xs, axis=layer.axis)
+        else:
+            whole.append((layer.name, f"no connectivity map for {type(layer).__name__}"))
+            any_alive = float(max(float(tf.reduce_max(x)) for x in xs))
+            for t in outs:
+                alive[id(t)] = tf.fill([1] + list(t.shape[1:]), any_alive)
+    # backward: what reaches an output
+    used = {id(t): tf.ones([1] + list(t.shape[1:]), tf.float32) for t in _tensors(plain.outputs)}
+    effective, dead = {}, []
+    for layer in reversed(layers):
+        if layer.name not in maps:
+            continue
+        _, ins, outs = maps[layer.name]
+        ups = [used.get(id(t), tf.zeros([1] + list(t.shape[1:]))) for t in outs]
+        xs = [tf.ones([1] + list(t.shape[1:])) for t in ins]
+        linear = _linear_map(layer)
+        if linear is not None:
+            fn, kernels, names = linear
+            with tf.GradientTape() as tape:
+                tape.watch(xs[0])
+                out = fn(xs[0], kernels)
+                objective = tf.reduce_sum(out * ups[0])
+            grad = tape.gradient(objective, xs[0])
+            _accumulate(used, ins[0], tf.cast(grad > 0, tf.float32))
+            x_alive = alive.get(id(ins[0]), xs[0])
+            with tf.GradientTape() as tape:
+                tape.watch(kernels)
+                out = fn(x_alive, kernels)
+                objective = tf.reduce_sum(out * ups[0])
+            grads = tape.gradient(objective, kernels)
+            for name, k, g in zip(names, kernels, grads):
+                effective[(layer.name, name)] = int(np.count_nonzero((g.numpy() > 0) & (k.numpy() > 0)))
+            out_alive = alive[id(outs[0])].numpy().reshape(-1, out.shape[-1]).max(axis=0) > 0
+            out_used = ups[0].numpy().reshape(-1, out.shape[-1]).max(axis=0) > 0
+            dead.append(DeadUnits(layer.name, int((~out_alive).sum()), int((~out_used).sum()),
+                                  int((~(out_alive & out_used)).sum()), int(out.shape[-1])))
+        elif isinstance(layer, keras.layers.Embedding):
+            column_used = ups[0].numpy().reshape(-1, ups[0].shape[-1]).max(axis=0) > 0
+            pattern = _pattern(layer.embeddings).numpy() > 0
+            effective[(layer.name, "embeddings")] = int(np.count_nonzero(pattern & column_used[None, :]))
+            column_alive = pattern.any(axis=0)
+            dead.append(DeadUnits(layer.name, int((~column_alive).sum()), int((~column_used).sum()),
+                                  int((~(column_alive & column_used)).sum()), int(pattern.shape[1])))
+        elif isinstance(layer, _ELEMENTWISE):
+            _accumulate(used, ins[0], ups[0])
+        elif isinstance(layer, _RESHAPES):
+            _accumulate(used, ins[0], tf.reshape(ups[0], [1] + list(ins[0].shape[1:])))
+        elif isinstance(layer, _POOLS):
+            with tf.GradientTape() as tape:
+                tape.watch(xs[0])
+                objective = tf.reduce_sum(_pool_map(layer)(xs[0]) * ups[0])
+            _accumulate(used, ins[0], tf.cast(tape.gradient(objective, xs[0]) > 0, tf.float32))
+        elif isinstance(layer, (keras.layers.Add, keras.layers.Average, keras.layers.Maximum,
+                                keras.layers.Subtract)):
+            for t in ins:
+                _accumulate(used, t, ups[0])
+        elif isinstance(layer, keras.layers.Concatenate):
+            sizes = [int(t.shape[layer.axis]) for t in ins]
+            for t, part in zip(ins, tf.split(ups[0], sizes, axis=layer.axis)):
+                _accumulate(used, t, part)
+        else:
+            any_used = float(max(float(tf.reduce_max(u)) for u in ups))
+            for t in ins:
+                _accumulate(used, t, tf.fill([1] + list(t.shape[1:]), any_used))
+    return _report(nominal, effective, tuple(dead[::-1]), tuple(whole))
+
+
+def _accumulate(used, tensor, value):
+    previous = used.get(id(tensor))
+    used[id(tensor)] = value if previous is None else tf.maximum(previous, value)
+
+
+def _report(nominal, effective, dead, whole):
+    """The nominal counts with each weight mapped through `effective` (weights of
+    layers taken whole keep their nominal count)."""
+    weights = []
+    for c in nominal.weights:
+        layer, _, attribute = c.name.partition("/")
+        key = (layer, attribute.split(".")[-1])
+        weights.append(report_lib.Count(c.name, effective.get(key, c.kept), c.total))
+    per_layer = {}
+    for c in weights:
+        layer = c.name.partition("/")[0]
+        a, b = per_layer.get(layer, (0, 0))
+        per_layer[layer] = (a + c.kept, b + c.total)
+    layers = tuple(report_lib.Count(n, a, b) for n, (a, b) in per_layer.items())
+    total = report_lib.Count("total", sum(c.kept for c in weights), sum(c.total for c in weights))
+    return EffectiveSparsityReport(tuple(weights), layers, total, nominal.uncovered, nominal=nominal,
+                                   dead_units=dead, whole=whole)
