@@ -172,3 +172,24 @@ def test_fewer_batches_than_asked_warns():
     x, y = _data(8)
     with pytest.warns(UserWarning, match="num_batches=3 but the dataset had only 2"):
         sniptf.saliency(sniptf.wrap(model), (x, y), batch_size=4, num_batches=3)
+
+
+@pytest.mark.parametrize("rnn", ["LSTM", "GRU"])
+def test_snip_on_recurrent_gates_equals_abs_grad_times_weight(rnn):
+    """Every gate block of a recurrent kernel is scored as |∂L/∂W ⊙ W| of the plain net:
+    SNIP's near-total pruning of LSTM/GRU gates at 95% (experiments/rnn_masks.py) is
+    what the criterion says, not a masking defect."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 3))
+    h = getattr(keras.layers, rnn)(6, name="rnn")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 5, 3)).astype("float32"), rng.integers(0, 2, 8)
+    scores = sniptf.saliency(sniptf.wrap(model), (x, y))
+    cell = model.get_layer("rnn").cell
+    kernels = [cell.kernel, cell.recurrent_kernel]
+    with tf.GradientTape() as tape:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, model(x))
+    for key, g, k in zip(("rnn/cell.kernel", "rnn/cell.recurrent_kernel"),
+                         tape.gradient(loss, kernels), kernels):
+        np.testing.assert_allclose(scores[key], np.abs(g.numpy() * k.numpy()), rtol=1e-4, atol=1e-7)
