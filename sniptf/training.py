@@ -26,10 +26,11 @@ from sniptf import initializers
 from sniptf import models as models_lib
 from sniptf import run_dir
 from sniptf import selection
+from sniptf.connectivity import effective_sparsity
+from sniptf.exporters import export
 from sniptf.pruning import prune
 from sniptf.report import mask_digest
 from sniptf.report import sparsity
-from sniptf.exporters import export
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 LR_SCHEDULES = ("constant", "piecewise", "linear")
@@ -242,16 +243,32 @@ def _run_locked(plan, strategy, out, wall_start):
                                   repeat_train=True, standardize=config.standardize)
     dense, model = _build(plan, strategy, splits.score_batch)
     digest_at_prune = mask_digest(model)
+    effective = _effective(model) if config.criterion != NO_PRUNING else None
     best_model, backup, divergence, steps = _fit(plan, strategy, model, splits, out)
     best, test_accuracy, servable = _evaluate(plan, strategy, model, best_model, divergence, splits)
     metrics = _metrics(plan, strategy, dense, model, best, best_model, backup, divergence, steps,
                        test_accuracy, digest_at_prune, wall_start)
+    metrics["effective"] = effective
     _finish(strategy, out, best, metrics, servable=servable)
     return metrics
 
 
 def _loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _effective(model):
+    """Effective sparsity of the pruned model at init (masks stay fixed): kept weights on
+    an input-to-output path, dead units; None for a model without a layer graph."""
+    try:
+        report = effective_sparsity(model)
+    except ValueError:
+        return None
+    return {"kept_weights": report.kept, "sparsity": report.sparsity,
+            "sparsity_per_layer": {c.name: c.sparsity for c in report.layers},
+            "dead_units": {d.name: {"constant": d.constant, "unused": d.unused, "dead": d.dead,
+                                    "total": d.total} for d in report.dead_units},
+            "taken_whole": [name for name, _ in report.whole]}
 
 
 def _build(plan, strategy, score_batch):

@@ -64,6 +64,9 @@ def test_train_writes_everything(default_run):
     assert 0.0 <= metrics["test_error"] < 0.9 and 0.0 <= metrics["validation_error"] < 0.9
     assert metrics["best_step"] in (20, 40)
     assert metrics["mask_digest_final"] == metrics["mask_digest_at_prune"]
+    effective = metrics["effective"]  # effective sparsity of the mask at init (sniptf.effective_sparsity)
+    assert 0 < effective["kept_weights"] <= metrics["kept_weights"]
+    assert effective["sparsity"] >= metrics["sparsity"] and set(effective["dead_units"]) == {"fc1", "fc2", "fc3"}
     assert "--kappa=0.05" in open(os.path.join(default_run, "flags.txt")).read()
     tags = _scalars(os.path.join(default_run, "logs"))
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_sparsity"} <= tags, tags
