@@ -67,6 +67,8 @@ flags.DEFINE_string("probe_learning_rate", str(dps.PROBE_LEARNING_RATE),
                     "comparison), or 'best' for each point's best metaparameters.")
 flags.DEFINE_multi_integer("probe_seeds", [0, 1, 2], "report: the probes' init seeds (repeat the flag).",
                            lower_bound=0)
+flags.DEFINE_integer("probe_noise_every", None, "report: B_simple every this many steps (default "
+                     "--probe_every; 0: at initialization only, the cheap choice).", lower_bound=0)
 flags.DEFINE_integer("probe_examples", 0, "report: the probes' full batch: 0 = the whole training "
                      "split (the authors'), else the first N of a fixed permutation.", lower_bound=0)
 flags.DEFINE_integer("probe_steps", 1000, "report: training steps of each probe run.", lower_bound=1)
@@ -121,7 +123,8 @@ def main(argv):
             results = dps.report(engine, FLAGS.study_dir, probe_batch_size=FLAGS.probe_batch_size,
                                  probe_steps=FLAGS.probe_steps, probe_every=FLAGS.probe_every,
                                  probe_learning_rate=probe_lr, probe_seeds=FLAGS.probe_seeds,
-                                 probe_examples=FLAGS.probe_examples, log=logging.info)
+                                 probe_examples=FLAGS.probe_examples,
+                                 probe_noise_every=FLAGS.probe_noise_every, log=logging.info)
             print(dps.summary_markdown(results))
 
 

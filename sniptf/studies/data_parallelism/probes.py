@@ -19,11 +19,13 @@ PROBE_LEARNING_RATE = 0.1  # the authors' default --learning_rate, for every spa
 
 
 def probe(workload, sparsity, batch_size, params, *, steps, every, probe_examples=0,
-          microbatch=10, seed=0, log=print):
+          microbatch=10, seed=0, noise_every=None, log=print):
     """Trains one configuration with `model.fit`, measuring the local Lipschitz
     constant (`smoothness.LipschitzProbe`, as the authors: the update into step
     k·every, first at step `every`, never at initialization) and B_simple (at
-    initialization and every `every` steps).
+    initialization and every `noise_every` steps: default `every`, 0 for at
+    initialization only — each measurement takes a gradient per microbatch of the
+    full batch, the probe's largest cost).
 
     The "full batch" of both is the whole training split (`probe_examples=0`, the
     authors'), or the first `probe_examples` of a fixed permutation of it. The
@@ -33,6 +35,10 @@ def probe(workload, sparsity, batch_size, params, *, steps, every, probe_example
     Returns:
         `{"lipschitz": [[step, L], ...], "noise_scale": [[step, b_simple], ...]}`.
     """
+    noise_every = every if noise_every is None else noise_every
+    if isinstance(noise_every, bool) or not isinstance(noise_every, int) or noise_every < 0:
+        raise ValueError(f"Expected noise_every to be an int >= 0 (0: at initialization only). "
+                         f"Received: noise_every={noise_every!r}")
     if isinstance(probe_examples, bool) or not isinstance(probe_examples, int) or probe_examples < 0:
         raise ValueError(f"Expected probe_examples to be an int >= 0 (0: the whole training split). "
                          f"Received: probe_examples={probe_examples!r}")
@@ -49,7 +55,7 @@ def probe(workload, sparsity, batch_size, params, *, steps, every, probe_example
     class Noise(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             step = int(self.model.optimizer.iterations.numpy())
-            if step % every == 0:
+            if noise_every and step % noise_every == 0:
                 noise.append([step, smoothness.gradient_noise_scale(
                     self.model, sample, microbatch=microbatch)["b_simple"]])
 
@@ -85,7 +91,7 @@ def check_probe_learning_rate(value):
 
 
 def run_probes(spec, points, *, batch_size, steps, every, learning_rate=PROBE_LEARNING_RATE,
-               seeds=(0, 1, 2), probe_examples=0, cache_path=None, log=print):
+               seeds=(0, 1, 2), probe_examples=0, noise_every=None, cache_path=None, log=print):
     """`probe` per sparsity and init seed at `batch_size`, at one `learning_rate` for
     every sparsity (or each point's best metaparameters with `"best"`).
 
@@ -115,10 +121,11 @@ def run_probes(spec, points, *, batch_size, steps, every, learning_rate=PROBE_LE
             log(f"  no probe for sparsity {s:g}: batch size {batch_size} has no reached trial")
             continue
         for seed in seeds:
-            key = json.dumps([s, batch_size, steps, every, params, seed, probe_examples])
+            key = json.dumps([s, batch_size, steps, every, params, seed, probe_examples, noise_every])
             if key not in cache:
                 cache[key] = probe(workload, s, batch_size, params, steps=steps, every=every,
-                                   probe_examples=probe_examples, seed=seed, log=log)
+                                   probe_examples=probe_examples, seed=seed, noise_every=noise_every,
+                                   log=log)
                 if cache_path:
                     run_dir.write_text(cache_path, json.dumps(cache))
             values = [v for _, v in cache[key]["lipschitz"]]

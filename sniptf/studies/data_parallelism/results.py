@@ -209,7 +209,7 @@ def summary_markdown(results):
 
 def report(engine, study_dir, *, probe_batch_size=None, probe_steps=1000, probe_every=100,
            probe_learning_rate=PROBE_LEARNING_RATE, probe_seeds=(0, 1, 2), probe_examples=0,
-           plots=True, log=print):
+           probe_noise_every=None, plots=True, log=print):
     """Writes `<study_dir>/results.json` (the schema in docs/data_parallelism.md), `summary.md` and the plots.
 
     Returns:
@@ -224,13 +224,14 @@ def report(engine, study_dir, *, probe_batch_size=None, probe_steps=1000, probe_
         lipschitz, noise, summary = run_probes(
             spec, points, batch_size=probe_batch_size, steps=probe_steps, every=probe_every,
             learning_rate=probe_learning_rate, seeds=tuple(probe_seeds), probe_examples=probe_examples,
-            cache_path=os.path.join(study_dir, "probes.json"), log=log)
+            noise_every=probe_noise_every, cache_path=os.path.join(study_dir, "probes.json"), log=log)
     results = {"workload": {k: v for k, v in spec.items() if k != "studies"}, "trials": trials,
                "points": points, "fits": fits, "lipschitz": lipschitz, "lipschitz_summary": summary,
                "noise_scale": noise, "counts": engine.counts(),
                "probe": {"batch_size": probe_batch_size, "steps": probe_steps, "every": probe_every,
                          "learning_rate": probe_learning_rate, "seeds": list(probe_seeds),
-                         "examples": probe_examples} if probe_batch_size else None}
+                         "examples": probe_examples, "noise_every": probe_noise_every}
+               if probe_batch_size else None}
     os.makedirs(study_dir, exist_ok=True)
     run_dir.write_text(os.path.join(study_dir, "results.json"), json.dumps(results, indent=1))
     run_dir.write_text(os.path.join(study_dir, "summary.md"), summary_markdown(results))

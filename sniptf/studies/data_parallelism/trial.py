@@ -163,8 +163,8 @@ def run_trial(workload, sparsity, batch_size, params, index, *, cutoff=None, dat
         if steps is not None:
             status = "reached"
             break
-    # the trial's iterator and functions go now, not at the process's exit
-    del train_steps, val_error, iterator
+    # the trial's functions (and the iterator they hold) go now, not at the process's exit
+    del train_steps, val_error
     gc.collect()
     return {"status": status, "value": steps, "steps": steps, "trace": trace, "cut_off": cut_off,
             "budget": budget, "train_seconds": time.perf_counter() - start}
