@@ -316,9 +316,9 @@ def test_bootstrap_interval_covers_the_true_b_crit_at_about_its_rate():
     b = np.array([2, 4, 8, 16, 32, 64, 128, 256, 512], float)
     c1, c2 = 20_000.0, 200.0
     covered = []
-    for _ in range(40):
+    for _ in range(30):
         k = (c1 / b + c2) * np.exp(rng.normal(0, 0.1, b.size))
-        fit = dps.fit_steps(b, k, bootstrap=200, seed=int(rng.integers(1 << 30)))
+        fit = dps.fit_steps(b, k, bootstrap=100, seed=int(rng.integers(1 << 30)))
         lo, hi = fit["b_crit_ci"]
         assert lo <= fit["b_crit"] <= hi and fit["rms_log_residual"] > 0
         covered.append(lo <= c1 / c2 <= hi)

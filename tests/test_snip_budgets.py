@@ -54,7 +54,7 @@ _DRIVER = textwrap.dedent("""
     from sniptf.studies import snip_budgets as study
     plans = (study.Plan("mnist10k", "lenet_300_100", (0.95,), (10,), 10),)
     study.run(output_dir=sys.argv[1], figures_dir=sys.argv[1] + "/fig", study_plans=plans,
-              long_seeds=(0, 1), log=lambda line: None)
+              long_seeds=(0,), log=lambda line: None)
 """)
 
 
@@ -62,7 +62,7 @@ def test_study_killed_and_resumed(tmp_path):
     """Killed once its first run finished, the study resumes: finished runs are kept
     as they were, the others run, results.json has the schema and every run."""
     out = str(tmp_path / "study")
-    configs = study.configs(TINY, os.path.join(out, "runs"), long_seeds=(0, 1))
+    configs = study.configs(TINY, os.path.join(out, "runs"), long_seeds=(0,))
     finished = [os.path.join(c.output_dir, "metrics.json") for c in configs]
     proc = subprocess.Popen([sys.executable, "-c", _DRIVER, out], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -85,11 +85,8 @@ def test_study_killed_and_resumed(tmp_path):
         assert r["criterion"] in ("dense", "snip", "random") and r["model"] == "lenet_300_100"
         assert r["sparsity"] == (0.0 if r["criterion"] == "dense" else 0.95)
         assert r["steps"] == 10 and 0 <= r["test_error"] <= 100
-    # dense and SNIP ran both seeds at the longest budget, random one
-    seeds = {r["criterion"]: set() for r in results["runs"]}
-    for r in results["runs"]:
-        seeds[r["criterion"]].add(r["seed"])
-    assert seeds == {"dense": {0, 1}, "snip": {0, 1}, "random": {0}}
+    # one run per criterion (the seeds of each budget are checked in test_plan_covers_the_issue)
+    assert sorted(r["criterion"] for r in results["runs"]) == ["dense", "random", "snip"]
     table = open(os.path.join(out, "table.md")).read()
     assert "lenet_300_100" in table and "95%" in table
     assert os.path.getsize(os.path.join(out, "fig", "snip_budgets.png")) > 0

@@ -194,7 +194,8 @@ def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
     _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *GRID, "--incumbent_cutoff"])
     _run(module, ["steps_to_result", "work", f"--study_dir={study}"])
     _run(module, ["steps_to_result", "report", f"--study_dir={study}", "--probe_batch_size=32",
-                  "--probe_steps=20", "--probe_every=10", "--probe_seeds=0", "--probe_seeds=1"])
+                  "--probe_steps=20", "--probe_every=10", "--probe_seeds=0", "--probe_seeds=1",
+                  "--probe_examples=128", "--probe_noise_every=0"])
     results = json.load(open(study / "results.json"))
     assert set(results) >= {"workload", "trials", "points", "fits", "lipschitz", "noise_scale"}
     assert results["workload"]["workload"]["name"] == "tiny" and results["workload"]["incumbent_cutoff"]
