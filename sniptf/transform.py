@@ -119,11 +119,11 @@ def _default_clone(layer):
         config = layer.get_config()
     except NotImplementedError as e:
         raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied: Keras recorded no "
-            "constructor arguments for it (it does so only when they are numbers, strings, "
-            "booleans or None; this one was given another object). Give the class a `get_config` that returns "
-            "its constructor arguments, or place sniptf.MaskedLayer around its prunable layers "
-            "in its own code.") from e
+            f"Layer '{layer.name}' ({type(layer).__name__}) cannot be copied: it has no config "
+            "(Keras records a layer's constructor arguments only when they are numbers, strings, "
+            "booleans or None; it was likely given another object, e.g. a layer or a function). "
+            "Give the class a `get_config` that returns its constructor arguments, or place "
+            "sniptf.MaskedLayer around its prunable layers in its own code.") from e
     try:
         return layer.__class__.from_config(config)
     except TypeError as e:
