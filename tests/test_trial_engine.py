@@ -245,8 +245,14 @@ def test_a_users_workload_module_and_several_goals_through_prepare_work_report(t
                   "--batch_sizes=32", "--batch_sizes=64", "--trials=2", "--goal_errors=0.5",
                   "--goal_errors=0.7"])
     _run(module, ["steps_to_result", "work", *common])
-    _run(module, ["steps_to_result", "report", *common])
-    results = json.load(open(study / "results.json"))
+    # a report into a new directory (the trial store elsewhere), with a probe: its cache goes there
+    report_dir = tmp_path / "report"
+    _run(module, ["steps_to_result", "report", f"--study_dir={report_dir}",
+                  f"--storage={study}/journal.log", "--workload_module=users_workloads",
+                  "--probe_batch_size=32", "--probe_steps=2", "--probe_every=1", "--probe_seeds=0",
+                  "--probe_examples=64", "--probe_noise_every=0"])
+    assert (report_dir / "probes.json").exists()
+    results = json.load(open(report_dir / "results.json"))
     assert results["workload"]["workload"]["name"] == "users_tiny"
     assert results["workload"]["goal_errors"] == [0.5, 0.7]
     assert sorted({p["goal_error"] for p in results["points"]}) == [0.5, 0.7]

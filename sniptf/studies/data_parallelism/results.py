@@ -219,6 +219,7 @@ def report(engine, study_dir, *, probe_batch_size=None, probe_steps=1000, probe_
     if spec is None:
         raise ValueError("The storage has no prepared spec; run prepare first.")
     trials, points, fits = collect(spec, engine.records())
+    os.makedirs(study_dir, exist_ok=True)  # before the probes: their cache goes there
     lipschitz, noise, summary = [], [], []
     if probe_batch_size:
         lipschitz, noise, summary = run_probes(
