@@ -145,11 +145,11 @@ def effective_sparsity(model):
         except (AttributeError, ValueError):  # a layer called more than once
             whole.append((layer.name, "called more than once (shared)"))
             continue
-        maps[layer.name] = (layer, ins, outs)
+        linear = _linear_map(layer)  # built once: the backward pass reuses it
+        maps[layer.name] = (ins, outs, linear)
         xs = [alive.get(id(t)) for t in ins]
         if any(x is None for x in xs):
             xs = [tf.ones([1] + list(t.shape[1:])) if x is None else x for x, t in zip(xs, ins)]
-        linear = _linear_map(layer)
         if linear is not None:
             fn, kernels, _ = linear
             alive[id(outs[0])] = tf.cast(fn(xs[0], kernels) > 0, tf.float32)
@@ -178,10 +178,9 @@ def effective_sparsity(model):
     for layer in reversed(layers):
         if layer.name not in maps:
             continue
-        _, ins, outs = maps[layer.name]
+        ins, outs, linear = maps[layer.name]
         ups = [used.get(id(t), tf.zeros([1] + list(t.shape[1:]))) for t in outs]
         xs = [tf.ones([1] + list(t.shape[1:])) for t in ins]
-        linear = _linear_map(layer)
         if linear is not None:
             fn, kernels, names = linear
             with tf.GradientTape() as tape:
