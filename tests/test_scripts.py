@@ -114,9 +114,10 @@ def test_signal_propagation_script_writes_figures_and_tables(tmp_path, capsys):
 def test_snip_experiments_script_smoke(tmp_path):
     module = _load("snip_experiments")
     out, figures = tmp_path / "out", tmp_path / "figures"
+    # the recurrent runs are checked on a slice below (a full epoch of four of them is most of a minute)
     argv = ["snip_experiments", "--datasets=mnist10k", "--seeds=0", "--epochs_scale=1", "--models=lenet_300_100",
-            "--sequential_epochs=1", "--memorization_epochs=2", f"--output_dir={out}",
-            f"--figures_dir={figures}"]
+            "--experiments=table", "--experiments=patterns", "--experiments=memorization",
+            "--memorization_epochs=2", f"--output_dir={out}", f"--figures_dir={figures}"]
     _run(module, argv)
     results = json.load(open(out / "results.json"))
     table = results["table"]
@@ -126,17 +127,26 @@ def test_snip_experiments_script_smoke(tmp_path):
     snip98 = next(r for r in table if r["model"] == "lenet_300_100" and r["criterion"] == "snip"
                   and r["kappa"] == 0.02)
     assert snip98["sparsity"] == pytest.approx(0.98)
-    assert {r["run"] for r in results["sequential"]} == {"dense", "snip"}
+    assert "sequential" not in results
     assert np.array(results["patterns"]["100"]).shape == (10, 28, 28)
     assert len(results["memorization"]["train_accuracy"]["snip"]) == 2
     for name in ("snip_layer_sparsity", "snip_patterns", "snip_memorization"):
         assert (figures / f"{name}.png").stat().st_size > 5_000
     # finished table runs are skipped on a rerun
     before = os.path.getmtime(next((out / "runs").rglob("metrics.json")))
-    _run(module, argv[:1] + ["--experiments=table"] + argv[1:])
+    _run(module, [a for a in argv if not a.startswith("--experiments")] + ["--experiments=table"])
     assert os.path.getmtime(next((out / "runs").rglob("metrics.json"))) == before
     with pytest.raises(flags.IllegalFlagValueError, match="fashion_mnist"):
         _run(module, ["snip_experiments", "--datasets=imagenet", f"--output_dir={out}"])
+
+
+def test_snip_sequential_runs_dense_and_snip_recurrent_nets():
+    from sniptf.studies import snip
+    rows = snip.sequential(models=("gru_s",), epochs=1, train_batches=5)
+    assert [(r["model"], r["run"]) for r in rows] == [("gru_s", "dense"), ("gru_s", "snip")]
+    assert [r["kappa"] for r in rows] == [1.0, 0.05]
+    assert all(0.0 <= r["test_error"] <= 1.0 for r in rows)
+    assert "| gru_s | snip (95% sparse) |" in snip.sequential_markdown(rows)
 
 
 def test_compare_criteria_script_smoke(tmp_path):

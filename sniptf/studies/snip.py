@@ -103,18 +103,22 @@ def sequential_markdown(rows):
 
 
 def sequential(*, dataset="mnist10k", models=("lstm_s", "gru_s"), kappa=0.05, epochs=20,
-               batch_size=100, learning_rate=1e-3, seeds=(0,)):
-    """Dense vs SNIP-95% recurrent nets on sequential images (rows are time steps), Adam."""
+               batch_size=100, learning_rate=1e-3, seeds=(0,), train_batches=None):
+    """Dense vs SNIP-95% recurrent nets on sequential images (rows are time steps), Adam.
+
+    `train_batches`: train on the first this many batches of each epoch's shuffle
+    (None: the whole split)."""
     info = data_lib.info(dataset)
     rows = []
     for name in models:
         for seed in seeds:
             keras.utils.set_random_seed(seed)
             splits = data_lib.load_splits(dataset, batch_size, seed=seed)
+            train = splits.train if train_batches is None else splits.train.take(train_batches)
             dense = models_lib.get(name, info.input_shape, info.num_classes)
             for label, model in (("dense", dense_copy(dense)),
                                  ("snip", prune(dense, splits.score_batch, kappa=kappa, seed=seed))):
-                result = train_and_evaluate(model, splits.train, splits.validation, splits.test,
+                result = train_and_evaluate(model, train, splits.validation, splits.test,
                                             epochs=epochs,
                                             learning_rate=learning_rate,
                                             optimizer=keras.optimizers.Adam(learning_rate))
