@@ -7,6 +7,7 @@ from sniptf import distribute
 from sniptf import initializers
 from sniptf import models
 from sniptf import training
+from sniptf.compaction import compact
 from sniptf.connectivity import effective_sparsity
 from sniptf.criteria import register_criterion
 from sniptf.exporters import export

@@ -40,6 +40,21 @@ def is_functional(model):
     return is_graph_model(model) and not isinstance(model, keras.Sequential)
 
 
+def is_called_once(layer):
+    """True if `layer` is called at one place of the graphs it belongs to.
+
+    Keras 3.0-3.15: `layer.input` answers with the first call's tensors even
+    for a shared layer; the list of inbound nodes (one per call) is private.
+    """
+    return len(layer._inbound_nodes) <= 1
+
+
+def call_tensors(layer):
+    """`(input tensors, output tensors)` of every call of `layer` (Keras 3.0-3.15:
+    the inbound nodes are private)."""
+    return [(list(n.input_tensors), list(n.output_tensors)) for n in layer._inbound_nodes]
+
+
 def input_layer_name(tensor):
     """Name of the InputLayer that produced a Functional model's input tensor.
 

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sniptf import _keras_compat
 from sniptf import report as report_lib
 from sniptf import transform
 
@@ -134,17 +135,38 @@ def effective_sparsity(model):
     """
     transform.check_model(model)
     nominal = report_lib.sparsity(model)
-    plain = transform.strip(model)
+    found = analyze(transform.strip(model))
+    return _report(nominal, found.effective, found.dead_units, found.whole)
+
+
+@dataclasses.dataclass(frozen=True)
+class Connectivity:
+    """What `analyze` finds on a plain model. `alive[id(t)]` / `used[id(t)]`: 0/1
+    maps of shape `[1, *t.shape[1:]]` (depends on an input / reaches an output) for
+    every tensor `t` of the graph; `effective[(layer, weight)]`: effective weight
+    counts; `dead_units` and `whole` as in `EffectiveSparsityReport`."""
+
+    alive: dict
+    used: dict
+    effective: dict
+    dead_units: tuple
+    whole: tuple
+
+
+def analyze(plain):
+    """The connectivity of a plain (stripped) Functional or Sequential model."""
     alive, whole, maps = {}, [], {}
     for t in _tensors(plain.inputs):
         alive[id(t)] = tf.ones([1] + list(t.shape[1:]), tf.float32)
     layers = [l for l in plain.layers if not isinstance(l, keras.layers.InputLayer)]
     for layer in layers:
-        try:
-            ins, outs = _tensors(layer.input), _tensors(layer.output)
-        except (AttributeError, ValueError):  # a layer called more than once
+        if not _keras_compat.is_called_once(layer):  # whole: every output alive, every input used
             whole.append((layer.name, "called more than once (shared)"))
+            for _, outs in _keras_compat.call_tensors(layer):
+                for t in outs:
+                    alive[id(t)] = tf.ones([1] + list(t.shape[1:]), tf.float32)
             continue
+        ins, outs = _tensors(layer.input), _tensors(layer.output)
         linear = _linear_map(layer)  # built once: the backward pass reuses it
         maps[layer.name] = (ins, outs, linear)
         xs = [alive.get(id(t)) for t in ins]
@@ -177,6 +199,9 @@ def effective_sparsity(model):
     effective, dead = {}, []
     for layer in reversed(layers):
         if layer.name not in maps:
+            for ins, _ in _keras_compat.call_tensors(layer):
+                for t in ins:
+                    _accumulate(used, t, tf.ones([1] + list(t.shape[1:])))
             continue
         ins, outs, linear = maps[layer.name]
         ups = [used.get(id(t), tf.zeros([1] + list(t.shape[1:]))) for t in outs]
@@ -229,7 +254,11 @@ def effective_sparsity(model):
             any_used = float(max(float(tf.reduce_max(u)) for u in ups))
             for t in ins:
                 _accumulate(used, t, tf.fill([1] + list(t.shape[1:]), any_used))
-    return _report(nominal, effective, tuple(dead[::-1]), tuple(whole))
+    for layer in layers:  # a tensor no layer reads reaches no output
+        if layer.name in maps:
+            for t in maps[layer.name][0] + maps[layer.name][1]:
+                used.setdefault(id(t), tf.zeros([1] + list(t.shape[1:])))
+    return Connectivity(alive, used, effective, tuple(dead[::-1]), tuple(whole))
 
 
 def _accumulate(used, tensor, value):

@@ -101,3 +101,15 @@ def test_layers_without_a_map_are_taken_whole_and_named():
         net = Net()
         net(np.ones((1, 3)))
         sniptf.effective_sparsity(net)
+
+
+def test_a_shared_layer_is_taken_whole_and_what_feeds_it_counts():
+    x = keras.Input((4,))
+    h = L.Dense(4, name="h")(x)
+    shared = L.Dense(4, name="shared")
+    wrapped = sniptf.wrap(keras.Model(x, L.Dense(2, name="out")(shared(shared(h)))))
+    report = sniptf.effective_sparsity(wrapped)
+    assert ("shared", "called more than once (shared)") in report.whole
+    # nothing is pruned: every weight is effective, h's too (it feeds the shared layer)
+    assert report.kept == report.nominal.kept
+    assert {d.name: d.dead for d in report.dead_units} == {"h": 0, "out": 0}

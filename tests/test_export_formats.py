@@ -142,6 +142,27 @@ def test_tflite_is_checked_against_keras(tmp_path):
     assert quantized.export_info["bytes"] <= info["bytes"]
 
 
+def test_tflite_falls_back_from_a_wrong_sparsity_encoding_and_refuses_when_both_are_wrong(
+        tmp_path, monkeypatch):
+    # TF 2.21's sparse FullyConnected is wrong for input widths not a multiple of 4
+    rng = np.random.default_rng(0)
+    x = keras.Input((235,))
+    dense = keras.layers.Dense(120)
+    model = keras.Model(x, dense(x))
+    dense.kernel.assign((rng.normal(size=(235, 120)) * (rng.random((235, 120)) < 0.03)).astype("float32"))
+    plain = sniptf.export(model, tmp_path / "m.tflite", format="tflite")
+    assert plain.export_info["sparsity"].startswith("not encoded: the encoded model was off by")
+    assert plain.export_info["max_abs_error"] <= 1e-4
+    even = keras.Model(x := keras.Input((236,)), (d := keras.layers.Dense(120))(x))
+    d.kernel.assign((rng.normal(size=(236, 120)) * (rng.random((236, 120)) < 0.03)).astype("float32"))
+    assert sniptf.export(even, tmp_path / "e.tflite", format="tflite").export_info["sparsity"] == "encoded"
+    from sniptf.exporters import tflite
+    monkeypatch.setattr(tflite, "_error", lambda *a: 1.0)
+    with pytest.raises(ValueError, match="differ from model .* by 1 .*not writing it"):
+        sniptf.export(model, tmp_path / "bad.tflite", format="tflite")
+    assert not os.path.exists(tmp_path / "bad.tflite")
+
+
 def test_tflite_names_the_layer_it_cannot_take_and_writes_nothing(tmp_path):
     pruned, _ = _pruned("lstm")
     with pytest.raises(ValueError, match=r"cannot convert.*\['lstm(_\d+)?'\].*sparse_saved_model"):

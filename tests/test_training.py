@@ -93,6 +93,13 @@ def test_export_script(default_run, tmp_path):
     loaded_sparse, loaded_dense = tf.saved_model.load(sparse), tf.saved_model.load(out)
     np.testing.assert_allclose(loaded_sparse.serve(x).numpy(), loaded_dense.serve(x).numpy(),
                                rtol=1e-5, atol=1e-5)
+    small = str(tmp_path / "compact")
+    _run_main(export, ["export", f"--checkpoint_dir={default_run}", f"--output_dir={small}", "--compact"])
+    loaded_small = tf.saved_model.load(small)
+    np.testing.assert_allclose(loaded_small.serve(x).numpy(), loaded_dense.serve(x).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    assert sum(int(np.prod(v.shape)) for v in loaded_small.variables) < sum(
+        int(np.prod(v.shape)) for v in loaded_dense.variables)
 
 
 @pytest.mark.parametrize("argv,match", [

@@ -20,6 +20,7 @@ import tempfile
 import keras
 import numpy as np
 
+from sniptf import compaction
 from sniptf import transform
 from sniptf.exporters import saved_model
 from sniptf.exporters import tflite
@@ -50,7 +51,7 @@ def check_format(format):
 
 
 def export(model, path, *, format="saved_model", overwrite=False, batch_size_hint=1,
-           quantize=None):
+           quantize=None, compact=False):
     """Writes `strip(model)` for serving: a SavedModel, a sparse SavedModel or TFLite.
 
     Formats:
@@ -81,9 +82,11 @@ def export(model, path, *, format="saved_model", overwrite=False, batch_size_hin
         overwrite: replace an existing `path`.
         batch_size_hint: the batch size the sparse format is tuned for.
         quantize: None or `"dynamic"`; `"tflite"` only.
+        compact: remove the dead units first (`sniptf.compact`): a smaller dense
+            model with the same outputs, then the format.
 
     Returns:
-        The stripped model that was exported; its `export_info` attribute has
+        The stripped (or compacted) model that was exported; its `export_info` attribute has
         the sizes: `{"format", "bytes", "weight_bytes", ...}`.
 
     Raises:
@@ -110,12 +113,15 @@ def export(model, path, *, format="saved_model", overwrite=False, batch_size_hin
                          f"Received: batch_size_hint={batch_size_hint!r}")
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise TypeError(f"Expected `path` to be a non-empty str or os.PathLike. Received: path={path!r}")
+    if not isinstance(compact, bool):
+        raise TypeError(f"Expected `compact` to be True or False. Received: compact={compact!r}")
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(
             f"Export path exists: {path!r}. Pass overwrite=True or choose "
             f"another path. Received: path={path!r}")
-    plain = transform.strip(model)  # before anything is created: a bad model changes nothing
+    # before anything is created: a bad model changes nothing
+    plain = compaction.compact(model) if compact else transform.strip(model)
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".sniptf-export-", dir=parent)
@@ -136,13 +142,14 @@ def export(model, path, *, format="saved_model", overwrite=False, batch_size_hin
     return plain
 
 
-def export_checkpoint(checkpoint_dir, output_dir, *, overwrite=False, format="saved_model"):
+def export_checkpoint(checkpoint_dir, output_dir, *, overwrite=False, format="saved_model", compact=False):
     """Exports a trained run's best model (`checkpoints/best.keras`) for serving.
 
     Args:
         checkpoint_dir: a `training.run` output directory, or its `checkpoints/`.
         output_dir: where the export goes (see `export`; a file for `"tflite"`).
         format: `"saved_model"`, `"sparse_saved_model"` or `"tflite"` (see `export`).
+        compact: remove the dead units first (see `export`).
 
     Returns:
         The loaded best model.
@@ -164,5 +171,5 @@ def export_checkpoint(checkpoint_dir, output_dir, *, overwrite=False, format="sa
         raise FileExistsError(
             f"Export path exists: {output_dir!r}. Pass overwrite=True or choose another path.")
     model = keras.models.load_model(path)
-    export(model, output_dir, overwrite=overwrite, format=format)
+    export(model, output_dir, overwrite=overwrite, format=format, compact=compact)
     return model
