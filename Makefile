@@ -18,8 +18,11 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# the suite in TEST_WORKERS processes (pytest-xdist; 0 = one process)
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=12
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=12
 
 # the property-based tests with many more examples (about 10 minutes here)
 fuzz: $(STAMP)

@@ -38,8 +38,7 @@ _NOT_ELEMENTWISE = ("softmax", "log_softmax")
 _PASS = (L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.GaussianNoise, L.SpatialDropout1D,
          L.SpatialDropout2D, L.Identity, L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
          L.AveragePooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalAveragePooling1D,
-         L.GlobalAveragePooling2D, L.BatchNormalization, L.Rescaling)
-_MERGES = (L.Add, L.Average, L.Maximum, L.Subtract)
+         L.GlobalAveragePooling2D, L.BatchNormalization, L.Rescaling, *connectivity.SPATIAL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +74,12 @@ def _kind(layer):
         return "whole", f"{_activation_name(layer)} mixes the channels"
     if isinstance(layer, _PASS) and getattr(layer, "data_format", "channels_last") == "channels_last":
         return "pass", None
-    if isinstance(layer, _MERGES):
+    if isinstance(layer, connectivity.MERGES):
+        if len({t.shape[-1] for t in _tensors(layer.input)}) > 1:
+            return "whole", "a merge broadcasting across channels"
         return "merge", None
+    if isinstance(layer, L.Reshape) and layer.output.shape[-1] == layer.input.shape[-1]:
+        return "pass", None  # the channel axis kept whole (a squeeze-excite [C] -> [1, 1, C])
     if isinstance(layer, L.Concatenate):
         return ("concat", None) if layer.axis in (-1, len(layer.output.shape) - 1) else ("merge", None)
     if isinstance(layer, L.Flatten):
@@ -319,7 +322,10 @@ def _rebuild(plain, layers, plan):
             fresh.set_weights([w[keep] for w in layer.get_weights()])
             new[id(out)] = y
         elif kind in ("pass", "merge", "concat", "flatten"):
-            fresh = type(layer).from_config(layer.get_config())
+            config = layer.get_config()
+            if isinstance(layer, L.Reshape):
+                config["target_shape"] = (*config["target_shape"][:-1], int(len(plan.kept(out))))
+            fresh = type(layer).from_config(config)
             y = fresh(args if kind in ("merge", "concat") else args[0])
             if kind == "flatten":
                 positions = int(np.prod(ins[0].shape[1:-1])) if len(ins[0].shape) > 2 else 1

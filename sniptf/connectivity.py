@@ -35,6 +35,12 @@ _ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyRe
                 keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
                 keras.layers.Rescaling, keras.layers.Identity)
 _RESHAPES = (keras.layers.Flatten, keras.layers.Reshape)
+# channel-preserving spatial layers: their map is the layer itself on the 0/1 map
+SPATIAL = (keras.layers.ZeroPadding1D, keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D,
+            keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D,
+            keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D)
+MERGES = (keras.layers.Add, keras.layers.Average, keras.layers.Maximum, keras.layers.Subtract,
+          keras.layers.Multiply)
 _POOLS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.AveragePooling1D,
           keras.layers.AveragePooling2D, keras.layers.GlobalMaxPooling1D,
           keras.layers.GlobalMaxPooling2D, keras.layers.GlobalAveragePooling1D,
@@ -184,9 +190,13 @@ def analyze(plain):
             alive[id(outs[0])] = tf.reshape(xs[0], [1] + list(outs[0].shape[1:]))
         elif isinstance(layer, _POOLS):
             alive[id(outs[0])] = tf.cast(_pool_map(layer)(xs[0]) > 0, tf.float32)
-        elif isinstance(layer, (keras.layers.Add, keras.layers.Average, keras.layers.Maximum,
-                                keras.layers.Subtract)):
-            alive[id(outs[0])] = tf.cast(tf.add_n(xs) > 0, tf.float32)
+        elif isinstance(layer, SPATIAL):
+            alive[id(outs[0])] = tf.cast(layer(xs[0]) > 0, tf.float32)
+        elif isinstance(layer, MERGES):  # broadcasting: a squeeze-excite scale is [1, 1, C]
+            total = xs[0]
+            for x in xs[1:]:
+                total = total + x
+            alive[id(outs[0])] = tf.cast(total > 0, tf.float32)
         elif isinstance(layer, keras.layers.Concatenate):
             alive[id(outs[0])] = tf.concat(xs, axis=layer.axis)
         else:
@@ -242,10 +252,14 @@ def analyze(plain):
                 tape.watch(xs[0])
                 objective = tf.reduce_sum(_pool_map(layer)(xs[0]) * ups[0])
             _accumulate(used, ins[0], tf.cast(tape.gradient(objective, xs[0]) > 0, tf.float32))
-        elif isinstance(layer, (keras.layers.Add, keras.layers.Average, keras.layers.Maximum,
-                                keras.layers.Subtract)):
+        elif isinstance(layer, SPATIAL):
+            with tf.GradientTape() as tape:
+                tape.watch(xs[0])
+                objective = tf.reduce_sum(layer(xs[0]) * ups[0])
+            _accumulate(used, ins[0], tf.cast(tape.gradient(objective, xs[0]) > 0, tf.float32))
+        elif isinstance(layer, MERGES):
             for t in ins:
-                _accumulate(used, t, ups[0])
+                _accumulate(used, t, _reduce_to(ups[0], [1] + list(t.shape[1:])))
         elif isinstance(layer, keras.layers.Concatenate):
             sizes = [int(t.shape[layer.axis]) for t in ins]
             for t, part in zip(ins, tf.split(ups[0], sizes, axis=layer.axis)):
@@ -259,6 +273,12 @@ def analyze(plain):
             for t in maps[layer.name][0] + maps[layer.name][1]:
                 used.setdefault(id(t), tf.zeros([1] + list(t.shape[1:])))
     return Connectivity(alive, used, effective, tuple(dead[::-1]), tuple(whole))
+
+
+def _reduce_to(value, shape):
+    """A broadcast map taken back to `shape`: any position it was broadcast to."""
+    axes = [i for i, (a, b) in enumerate(zip(value.shape, shape)) if b == 1 and a != 1]
+    return tf.reduce_max(value, axis=axes, keepdims=True) if axes else value
 
 
 def _accumulate(used, tensor, value):

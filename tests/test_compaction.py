@@ -127,10 +127,19 @@ def _recurrent():
     return keras.Model(x, L.Dense(3, name="fc")(h))
 
 
+def _squeeze_excite():
+    x = keras.Input((9, 9, 3))
+    h = L.Conv2D(8, 3, activation="relu", name="c1")(L.ZeroPadding2D(1)(x))
+    s = L.Reshape((1, 1, 8))(L.GlobalAveragePooling2D()(h))
+    s = L.Conv2D(8, 1, activation="sigmoid", name="excite")(L.Conv2D(4, 1, activation="relu", name="squeeze")(s))
+    h = L.Cropping2D(1)(L.UpSampling2D()(L.Multiply()([h, s])))
+    return keras.Model(x, L.Dense(3, name="fc")(L.GlobalMaxPooling2D()(h)))
+
+
 CASES = {"mlp": _mlp, "conv_valid": _conv_valid, "conv_same": _conv_same, "conv1d": _conv1d,
          "depthwise": _depthwise, "batchnorm": _batchnorm, "embedding": _embedding,
          "residual": _residual, "concat": _concat, "sequence_dense": _sequence_dense,
-         "recurrent": _recurrent}
+         "recurrent": _recurrent, "squeeze_excite": _squeeze_excite}
 
 
 def _randomized(build, keep, seed):
@@ -200,6 +209,26 @@ def test_zoo_models_at_99_percent(name):
     np.testing.assert_allclose(small(x[:32]).numpy(), sniptf.strip(pruned)(x[:32]).numpy(),
                                atol=1e-5, rtol=1e-4)
     assert report.parameters_after < 0.5 * report.parameters_before
+
+
+def test_a_keras_application_compacts_exactly():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 32, 32, 3)).astype("float32"), rng.integers(0, 10, 8)
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=10,
+                                           classifier_activation=None)
+    pruned = sniptf.prune(model, (x, y), kappa=0.1)
+    # batch-norm statistics of this batch: at init (mean 0, variance 1) the signal vanishes
+    # (output std 3e-12 dense) and any two models would agree
+    for bn in [l for l in pruned.layers if isinstance(l, L.BatchNormalization)]:
+        a = keras.Model(pruned.inputs, bn.input)(x).numpy()
+        bn.moving_mean.assign(a.mean(axis=(0, 1, 2)))
+        bn.moving_variance.assign(a.var(axis=(0, 1, 2)) + 1e-3)
+    small, report = sniptf.compact(pruned, return_report=True)
+    expected = sniptf.strip(pruned)(x).numpy()
+    assert expected.std(axis=0).max() > 1e-2  # the outputs depend on the input
+    np.testing.assert_allclose(small(x).numpy(), expected, atol=1e-4, rtol=1e-4)
+    assert report.whole == () and report.parameters_after < report.parameters_before
 
 
 def test_compacted_model_trains_saves_and_exports_without_sniptf(tmp_path):
