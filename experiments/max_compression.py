@@ -4,8 +4,11 @@
 
 For each model (weights=None, 10 classes, a small input it accepts) and criterion,
 the highest sparsity on a grid of kept fractions 10^-1, 10^-1.25, ..., 10^-4 at which
-no masked layer is emptied (every layer keeps at least one weight), with and
-without the collapse guard being needed. Scoring data: 16 mnist10k digits
+no masked layer is emptied (every layer keeps at least one weight), and the effective
+sparsity of the mask there (`sniptf.effective_sparsity`: a layer can keep weights
+and still be cut off from the input or the output), and the highest grid sparsity
+at which every output still depends on the input (`max_connected_sparsity`; the
+masks passed are nested, so it is found by bisection). Scoring data: 16 mnist10k digits
 resized to the input size as RGB (real images; no ImageNet here).
 * one-shot criteria (magnitude, random, snip, grasp): scored once, then each grid
   point is an exact top-k selection of the same scores;
@@ -69,6 +72,14 @@ def _emptied(entries, masks):
     return [k for k, v in kept.items() if v == 0]
 
 
+def _packed(masks):
+    return {k: np.packbits(np.asarray(m, bool).reshape(-1)) for k, m in masks.items()}
+
+
+def _unpacked(bits, shape):
+    return np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool)
+
+
 def measure(name, criterion, size, without_preprocessing=False):
     import inspect
     import keras
@@ -86,7 +97,7 @@ def measure(name, criterion, size, without_preprocessing=False):
     keys = [e.key for e in entries]
     total = sum(int(np.prod(e.mask.shape)) for e in entries)
     rounds = criteria.get_criterion(criterion).rounds
-    best, first_empty = None, None
+    best, first_empty, passed = None, None, []
     if rounds == 1:
         scores = sniptf.saliency(wrapped, data, criterion=criterion)
         for kappa in GRID:
@@ -96,6 +107,7 @@ def measure(name, criterion, size, without_preprocessing=False):
                 first_empty = emptied[0]
                 break
             best = kappa
+            passed.append((kappa, _packed(masks)))
     else:
         counts = criteria_lib.exponential_counts(total, selection.kept_count(GRID[-1], total), rounds)
         for count in counts:
@@ -108,10 +120,39 @@ def measure(name, criterion, size, without_preprocessing=False):
             best = min([k for k in GRID if k >= count / total], default=None)
             for e in entries:
                 e.mask.assign(masks[e.key])
+            if best is not None and (not passed or passed[-1][0] != best):
+                passed.append((best, _packed(masks)))
         if first_empty is None:  # the whole schedule ran: 10^-4 reached, no layer emptied
             best = GRID[-1]
-    return {"model": name, "criterion": criterion, "prunable": total,
-            "max_sparsity": None if best is None else 1.0 - best, "first_emptied": first_empty}
+            if passed and passed[-1][0] != best:
+                passed.append((best, passed[-1][1]))
+    result = {"model": name, "criterion": criterion, "prunable": total,
+              "max_sparsity": None if best is None else 1.0 - best, "first_emptied": first_empty}
+    if passed:  # the masks passed are nested: connectivity is lost once, at most
+        def connected(i):
+            for e in entries:
+                e.mask.assign(_unpacked(passed[i][1][e.key], e.mask.shape))
+            report = sniptf.effective_sparsity(wrapped)
+            return report, report.kept > 0 and report.dead_units[-1].dead == 0
+        at_max, ok = connected(len(passed) - 1)
+        result.update(nominal_sparsity_at_max=at_max.nominal.sparsity, effective_sparsity_at_max=at_max.sparsity,
+                      effective_kept_at_max=at_max.kept, dead_outputs_at_max=at_max.dead_units[-1].dead)
+        lo, hi = -1, len(passed) - 1  # passed[lo] connected (-1: none), passed[hi] not, unless ok
+        if ok:
+            lo = hi
+        else:
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if connected(mid)[1]:
+                    lo = mid
+                else:
+                    hi = mid
+        result["max_connected_sparsity"] = None if lo < 0 else 1.0 - passed[lo][0]
+    return result
+
+
+def _percent(value):
+    return "< 90%" if value is None else f"{value:.2%}"
 
 
 def main(argv):
@@ -148,11 +189,16 @@ def main(argv):
                  if r["max_sparsity"] is None else f"{r['max_sparsity']:.4%}"
                  + (" (the grid's end)" if r["first_emptied"] is None else ""))
             print(f"{r['model']:18s} {r['criterion']:9s} max sparsity without an emptied layer {s}"
-                  f"  (first emptied: {r['first_emptied']}; {r['seconds']} s)", flush=True)
+                  f"  (first emptied: {r['first_emptied']}; {r['seconds']} s)"
+                  + (f"; effective there {r['effective_sparsity_at_max']:.4%} ({r['effective_kept_at_max']} "
+                     f"weights on a path, {r['dead_outputs_at_max']} dead outputs); every output connected "
+                     f"up to {_percent(r['max_connected_sparsity'])}"
+                     if "effective_sparsity_at_max" in r else ""), flush=True)
             if FLAGS.output:
                 with open(FLAGS.output, "a") as f:
                     f.write(json.dumps(r) + "\n")
         results += found
+    print("Each cell: the max sparsity without an emptied layer (the max with every output connected).")
     header = "| model | " + " | ".join(FLAGS.criteria) + " |"
     print(header + "\n|" + " --- |" * (len(FLAGS.criteria) + 1))
     for name in FLAGS.models:
@@ -160,7 +206,8 @@ def main(argv):
         for criterion in FLAGS.criteria:
             r = next((r for r in results if r["model"] == name and r["criterion"] == criterion), None)
             cells.append("—" if r is None else "n/a" if r.get("error") else
-                         "< 90%" if r["max_sparsity"] is None else f"{r['max_sparsity']:.2%}")
+                         "< 90%" if r["max_sparsity"] is None else f"{r['max_sparsity']:.2%}"
+                         + (f" ({_percent(r['max_connected_sparsity'])})" if "max_connected_sparsity" in r else ""))
         print(f"| {name} | " + " | ".join(cells) + " |")
     return 0
 

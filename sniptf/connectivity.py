@@ -110,10 +110,11 @@ def _linear_map(layer):
 
 def _pool_map(layer):
     L = keras.layers
+    keepdims = bool(getattr(layer, "keepdims", False))
     if isinstance(layer, (L.GlobalMaxPooling1D, L.GlobalAveragePooling1D)):
-        return lambda x: tf.reduce_mean(x, axis=1)
+        return lambda x: tf.reduce_mean(x, axis=1, keepdims=keepdims)
     if isinstance(layer, (L.GlobalMaxPooling2D, L.GlobalAveragePooling2D)):
-        return lambda x: tf.reduce_mean(x, axis=[1, 2])
+        return lambda x: tf.reduce_mean(x, axis=[1, 2], keepdims=keepdims)
     if isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
         return lambda x: tf.nn.avg_pool2d(x, layer.pool_size, layer.strides, layer.padding.upper())
     return lambda x: tf.nn.avg_pool1d(x, layer.pool_size, layer.strides, layer.padding.upper())
