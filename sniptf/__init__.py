@@ -6,6 +6,7 @@ from sniptf import data
 from sniptf import distribute
 from sniptf import initializers
 from sniptf import models
+from sniptf import sanity
 from sniptf import training
 from sniptf.compaction import compact
 from sniptf.connectivity import effective_sparsity

@@ -15,7 +15,7 @@ from sniptf import transform
 def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
           num_batches=1, loss=None, batch_size=None, seed=0,
           include_biases=False, reinitialize=False, bn_training=False, isometry=False,
-          min_kept_per_layer=0):
+          min_kept_per_layer=0, invert=False):
     """Prunes `model` at initialization, keeping the top-κ connections.
 
     SNIP (Lee et al., ICLR 2019): wrap every prunable layer in a
@@ -57,6 +57,10 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
             at least this many weights (its highest-scoring ones), so no layer
             is emptied at any sparsity; 0 (default) is the papers' selection.
             SynFlow avoids collapse by construction instead.
+        invert: the sanity check of Frankle et al. (ICLR 2021): keep the
+            *lowest*-scoring connections (the same count, criterion and scope;
+            an iterative criterion keeps the lowest at every round). See
+            `sniptf.sanity` for the other two checks.
 
     Returns:
         A new model whose prunable layers are `MaskedLayer`s with fixed masks,
@@ -81,6 +85,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     kappa = selection.check_kappa(kappa)
     selection.check_seed(seed)
     selection.check_min_kept(min_kept_per_layer)
+    if not isinstance(invert, bool):
+        raise TypeError(f"Expected `invert` to be True or False. Received: invert={invert!r}")
     if not isinstance(isometry, (bool, dict)):
         raise TypeError(f"Expected `isometry` to be a bool or a dict of approximate_isometry "
                         f"arguments. Received: isometry={isometry!r}")
@@ -110,6 +116,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         scores = scoring.score_sources(
             pruned, dataset, criterion=criterion, num_batches=num_batches, loss=loss,
             batch_size=batch_size, seed=seed, bn_training=bn_training)
+        if invert:  # the lowest scores first: select the largest of the negated
+            scores = {k: (lambda f=f: np.negative(f())) for k, f in scores.items()}
         masks = dict(zip(keys, selection.select_count(
             [scores[k] for k in keys], count, scope=scope, seed=seed,
             min_kept_per_layer=min_kept_per_layer)))
