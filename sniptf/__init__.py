@@ -12,6 +12,7 @@ from sniptf.compaction import compact
 from sniptf.connectivity import effective_sparsity
 from sniptf.criteria import register_criterion
 from sniptf.exporters import export
+from sniptf.gradual import GradualPruning
 from sniptf.isometry import approximate_isometry
 from sniptf.jacobian import jacobian_singular_values
 from sniptf.masked_layer import MaskedLayer, MaskedModel
