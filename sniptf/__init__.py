@@ -11,6 +11,8 @@ from sniptf import training
 from sniptf.compaction import compact
 from sniptf.connectivity import effective_sparsity
 from sniptf.criteria import register_criterion
+from sniptf.dst import RigL
+from sniptf.dst import SET
 from sniptf.exporters import export
 from sniptf.gradual import GradualPruning
 from sniptf.isometry import approximate_isometry

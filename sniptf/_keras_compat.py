@@ -230,6 +230,18 @@ def unscaled_compute_loss(model, x, y, y_pred, sample_weight, training):
     return value
 
 
+def optimizer_slots(optimizer, variable):
+    """The optimizer's per-weight state for `variable` (momentum, Adam's moments).
+
+    Keras 3.0-3.15 name each slot `<variable path with / as _>_<slot name>`
+    (`add_variable_from_reference`); there is no public map from a variable
+    to its slots.
+    """
+    prefix = variable.path.replace("/", "_") + "_"
+    return [v for v in optimizer.variables
+            if v.name.startswith(prefix) and tuple(v.shape) == tuple(variable.shape)]
+
+
 def set_initial_epoch(model, epoch):
     """Makes the next `fit` start at `epoch` (what Keras's `BackupAndRestore` sets)."""
     model._initial_epoch = epoch
