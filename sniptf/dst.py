@@ -17,7 +17,7 @@ The update is computed from the weights, the masks and (RigL) a gradient
 all-reduced across replicas, identically on every replica and worker, so
 `MirroredStrategy` and multi-worker training keep one mask. Start from any
 mask: `sniptf.prune(..., criterion="snip")`, an ERK-random mask
-(`criterion="random", scope="erk"` where available), ...
+(`criterion="random", scope="erk"`, RigL's default), ...
 """
 
 import math
