@@ -23,6 +23,8 @@ from sniptf.registry import register_container
 from sniptf.registry import register_prunable
 from sniptf.registry import supported_layers
 from sniptf.report import sparsity
+from sniptf.rewinding import RewindPoint
+from sniptf.rewinding import rewind
 from sniptf.scoring import saliency
 from sniptf.selection import select
 from sniptf.transform import strip

@@ -16,6 +16,8 @@ import shutil
 import socket
 import time
 
+import numpy as np
+
 LOCK = ".lock"
 FINISHED = "metrics.json"  # written last, atomically, by a run that ended
 WRITTEN = ("metrics.json", "checkpoints", "backup", "backup.corrupt", "saved_model", "logs")
@@ -54,6 +56,15 @@ def write_text(path, text):
     """Writes a file whole or not at all (a temporary file, then `os.replace`)."""
     with open(path + ".tmp", "w") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def write_npz(path, arrays):
+    """Writes `{name: array}` as an .npz whole or not at all."""
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, **arrays)
         f.flush()
         os.fsync(f.fileno())
     os.replace(path + ".tmp", path)

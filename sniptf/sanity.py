@@ -20,21 +20,6 @@ from sniptf import selection
 from sniptf import transform
 
 
-def _copy(model):
-    """A wrapped copy of a pruned `model`: the same names, weights and masks."""
-    entries = transform.masked_entries(model)
-    if not entries:
-        raise ValueError(f"Model '{model.name}' has no MaskedLayer: a sanity check takes a pruned "
-                         "model (sniptf.prune). Received: a model without masks")
-    include_biases = any(e.path.split(".")[-1] == "bias" for e in entries)
-    copy = transform.wrap(transform.strip(model), include_biases=include_biases)
-    copied = {e.key: e for e in transform.masked_entries(copy)}
-    if set(copied) != {e.key for e in entries}:
-        raise ValueError(f"Model '{model.name}' could not be copied with the same masked weights. "
-                         f"Received: {sorted(e.key for e in entries)}, copied {sorted(copied)}")
-    return copy, [(e, copied[e.key]) for e in entries]
-
-
 def reinitialize(model, seed=0):
     """The same masks on fresh weights: every masked weight re-drawn from its
     layer's own initializer (seeded), pruned weights 0; other weights (biases,
@@ -48,7 +33,7 @@ def reinitialize(model, seed=0):
         A new wrapped model with `model`'s layers, names and masks.
     """
     selection.check_seed(seed)
-    copy, pairs = _copy(model)
+    copy, pairs = transform.copy_wrapped(model)
     transform.redraw([c for _, c in pairs], seed)
     transform.apply_masks([c for _, c in pairs], {c.key: e.mask.numpy() for e, c in pairs})
     return copy
@@ -67,7 +52,7 @@ def shuffle_within_layers(model, seed=0):
         A new wrapped model with `model`'s layers and names.
     """
     selection.check_seed(seed)
-    copy, pairs = _copy(model)
+    copy, pairs = transform.copy_wrapped(model)
     kept_values = {c.key: c.weight.numpy() for _, c in pairs}
     transform.redraw([c for _, c in pairs], seed)
     rng = np.random.default_rng(seed)

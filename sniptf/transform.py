@@ -335,6 +335,28 @@ def strip(model):
     return _clone(model, clone_layer)
 
 
+def copy_wrapped(model):
+    """A wrapped copy of a pruned `model`: the same names, weights and masks, and
+    `(entry of model, entry of the copy)` pairs in model order.
+
+    Raises:
+        ValueError: `model` has no masks, or its copy masks other weights.
+    """
+    entries = masked_entries(model)
+    if not entries:
+        raise ValueError(f"Model '{model.name}' has no MaskedLayer: this takes a pruned "
+                         "model (sniptf.prune or sniptf.wrap). Received: a model without masks")
+    include_biases = any(e.path.split(".")[-1] == "bias" for e in entries)
+    copy = wrap(strip(model), include_biases=include_biases)
+    copied = {e.key: e for e in masked_entries(copy)}
+    if set(copied) != {e.key for e in entries}:
+        raise ValueError(f"Model '{model.name}' could not be copied with the same masked weights. "
+                         f"Received: {sorted(e.key for e in entries)}, copied {sorted(copied)}")
+    pairs = [(e, copied[e.key]) for e in entries]
+    apply_masks([c for _, c in pairs], {c.key: e.mask.numpy() for e, c in pairs})
+    return copy, pairs
+
+
 def _inner(layer):
     return layer.layer if isinstance(layer, MaskedLayer) else layer
 

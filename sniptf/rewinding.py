@@ -1,0 +1,102 @@
+"""Lottery-ticket rewinding (Frankle & Carbin, 2019; Frankle et al., 2020).
+
+`RewindPoint(step)` is a callback that keeps a wrapped model's weights as they
+are after `step` optimizer steps (step 0: before the first); `rewind(model,
+point)` returns a copy of `model` with its current masks on those weights.
+Iterative magnitude pruning (train, prune a fraction of the kept weights by
+magnitude, rewind, repeat) is `sniptf.studies.imp.run`.
+"""
+
+import os
+
+import keras
+import numpy as np
+
+from sniptf import run_dir
+from sniptf import transform
+
+
+def _state(model):
+    """Every weight of the model but its masks, by variable path."""
+    masks = {id(e.mask) for e in transform.masked_entries(model)}
+    return {w.path: np.array(w.numpy()) for w in model.weights if id(w) not in masks}
+
+
+class RewindPoint(keras.callbacks.Callback):
+    """Keeps the weights of a wrapped model after `step` optimizer steps.
+
+    Args:
+        step: the rewind step (0: the weights training starts from).
+        path: also write them there (`.npz`, atomically) for a later process.
+
+    After `fit` has passed `step`, `weights` holds `{variable path: array}`;
+    `sniptf.rewind(model, point)` takes the callback, that dict or the file.
+    """
+
+    def __init__(self, step, path=None):
+        super().__init__()
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"Expected `step` to be an int >= 0. Received: step={step!r}")
+        self.step = int(step)
+        self.path = None if path is None else os.fspath(path)
+        self.weights = None
+
+    def _keep(self):
+        self.weights = _state(self.model)
+        if self.path:
+            run_dir.write_npz(self.path, self.weights)
+
+    def on_train_begin(self, logs=None):
+        if self.weights is None and int(self.model.optimizer.iterations.numpy()) == self.step:
+            self._keep()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.weights is None and int(self.model.optimizer.iterations.numpy()) >= self.step:
+            self._keep()
+
+
+def _weights_of(point):
+    if isinstance(point, RewindPoint):
+        if point.weights is None:
+            raise ValueError(f"The RewindPoint has kept nothing yet: training has not reached step "
+                             f"{point.step}. Received: a RewindPoint at step {point.step}")
+        return point.weights
+    if isinstance(point, dict):
+        return point
+    if isinstance(point, (str, os.PathLike)):
+        if not os.path.exists(point):
+            raise ValueError(f"No rewind file at {os.fspath(point)!r}. Received: point={point!r}")
+        with np.load(point) as f:
+            return {k: f[k] for k in f.files}
+    raise TypeError(f"Expected a RewindPoint, a dict of weights or an .npz path. Received: point={point!r}")
+
+
+def rewind(model, point):
+    """A copy of the wrapped `model` with its current masks on the weights `point` kept.
+
+    Every weight but the masks (kernels, biases, batch-norm statistics) is set
+    to its value at the rewind step, then the pruned ones to 0. The copy is
+    compiled like `model` (with a fresh optimizer), the input is not modified.
+
+    Args:
+        model: a wrapped model (sniptf.wrap / sniptf.prune), e.g. after training
+            and pruning.
+        point: a `RewindPoint` that has kept its weights, its `weights` dict, or
+            the `.npz` it wrote.
+
+    Raises:
+        ValueError: weights missing from `point` or of another shape.
+    """
+    weights = _weights_of(point)
+    copy, pairs = transform.copy_wrapped(model)
+    masks = {id(e.mask) for e in transform.masked_entries(copy)}
+    missing = [w.path for w in copy.weights if id(w) not in masks and w.path not in weights]
+    wrong = [w.path for w in copy.weights if w.path in weights and tuple(weights[w.path].shape) != tuple(w.shape)]
+    if missing or wrong:
+        raise ValueError(f"The rewind weights do not fit model '{model.name}': missing {missing[:5]}, "
+                         f"of another shape {wrong[:5]}. Received: {len(weights)} weights")
+    for w in copy.weights:
+        if id(w) not in masks:
+            w.assign(weights[w.path])
+    transform.apply_masks([c for _, c in pairs], {c.key: e.mask.numpy() for e, c in pairs})
+    return copy
