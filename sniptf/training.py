@@ -25,12 +25,19 @@ from sniptf import distribute
 from sniptf import initializers
 from sniptf import models as models_lib
 from sniptf import run_dir
+from sniptf import sanity as sanity_lib
 from sniptf import selection
+from sniptf import transform
 from sniptf.connectivity import effective_sparsity
+from sniptf.dst import SET
+from sniptf.dst import RigL
 from sniptf.exporters import export
+from sniptf.gradual import GradualPruning
 from sniptf.pruning import prune
 from sniptf.report import mask_digest
 from sniptf.report import sparsity
+from sniptf.rewinding import RewindPoint
+from sniptf.transform import wrap
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 LR_SCHEDULES = ("constant", "piecewise", "linear")
@@ -118,6 +125,19 @@ class TrainConfig:
     num_cpu_devices: int = 0
     output_dir: str = "out/train"
     overwrite: bool = False  # train again over a finished run in output_dir
+    # pruning during training (sniptf.GradualPruning): off while final sparsity is 0
+    gradual_pruning_final_sparsity: float = 0.0
+    gradual_pruning_initial_sparsity: float = 0.0
+    gradual_pruning_begin_step: int = 0
+    gradual_pruning_end_step: int = 0  # 0: train_steps
+    gradual_pruning_frequency: int = 100
+    # dynamic sparse training (sniptf.SET / sniptf.RigL): "", "set" or "rigl"
+    dst: str = ""
+    update_every: int = 100
+    dst_end_step: int = 0  # 0: 3/4 of train_steps (RigL's default)
+    drop_fraction: float = 0.3
+    rewind_step: int = -1  # >= 0: keep the weights after that step in rewind.npz
+    sanity: str = ""  # "", "shuffle", "reinit" or "invert" (sniptf.sanity; Frankle et al. 2021)
 
 
 
@@ -169,6 +189,15 @@ def prepare(config):
         initializers.get(config.kernel_initializer)
     distribute.check_strategy(config.strategy, tpu=config.tpu,
                               num_cpu_devices=config.num_cpu_devices or None)
+    _during_training_callbacks(config)  # each checks its own values
+    if config.sanity not in SANITY_CHECKS:
+        raise ValueError(f"Expected sanity to be one of {SANITY_CHECKS}. Received: sanity={config.sanity!r}")
+    if config.sanity and config.criterion == NO_PRUNING:
+        raise ValueError(f"A sanity check changes a mask found at init; pick a criterion. "
+                         f"Received: sanity={config.sanity!r} with criterion={config.criterion!r}")
+    if isinstance(config.rewind_step, bool) or not isinstance(config.rewind_step, int) or config.rewind_step < -1:
+        raise ValueError(f"Expected rewind_step to be an int >= 0 (or -1: off). "
+                         f"Received: rewind_step={config.rewind_step!r}")
     check_output_dir(config.output_dir, overwrite=config.overwrite)
     # epochs of eval_every steps; the last one is shorter when eval_every
     # does not divide train_steps (callbacks.StopAtStep ends it)
@@ -177,6 +206,35 @@ def prepare(config):
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+SANITY_CHECKS = ("", "shuffle", "reinit", "invert")
+DST_METHODS = ("", "set", "rigl")
+
+
+def _during_training_callbacks(config):
+    """The callbacks that change masks while training, built from `config` (their
+    constructors check the values)."""
+    out = []
+    if config.gradual_pruning_final_sparsity:
+        try:
+            out.append(GradualPruning(
+                config.gradual_pruning_final_sparsity, config.gradual_pruning_begin_step,
+                config.gradual_pruning_end_step or config.train_steps,
+                initial_sparsity=config.gradual_pruning_initial_sparsity,
+                frequency=config.gradual_pruning_frequency, scope=config.scope))
+        except ValueError as e:  # its argument names as this config's fields
+            raise ValueError(re.sub(r"(?<![\w-])(final_sparsity|initial_sparsity|begin_step|end_step|frequency)=",
+                                    r"gradual_pruning_\1=", str(e))) from None
+    if config.dst not in DST_METHODS:
+        raise ValueError(f"Expected dst to be one of {DST_METHODS}. Received: dst={config.dst!r}")
+    if config.dst:
+        end = config.dst_end_step or max(1, (3 * config.train_steps) // 4)
+        try:
+            out.append(SET(config.update_every, end, drop_fraction=config.drop_fraction, seed=config.seed)
+                       if config.dst == "set" else
+                       RigL(config.update_every, end, drop_fraction=config.drop_fraction))
+        except ValueError as e:
+            raise ValueError(str(e).replace("end_step=", "dst_end_step=")) from None
+    return out
 
 
 def as_flags(message):
@@ -279,11 +337,17 @@ def _build(plan, strategy, score_batch):
         dense = models_lib.get(config.model, plan.info.input_shape, plan.info.num_classes,
                                **_initializer_kwargs(config))
         if config.criterion == NO_PRUNING:
-            model = dense
+            # masks that change in training start dense
+            model = wrap(dense) if _during_training_callbacks(config) else dense
         else:
             model = prune(dense, score_batch, kappa=config.kappa,
                           criterion=config.criterion, seed=config.seed, scope=config.scope,
-                          min_kept_per_layer=config.min_kept_per_layer)
+                          min_kept_per_layer=config.min_kept_per_layer,
+                          invert=config.sanity == "invert")
+            if config.sanity == "shuffle":
+                model = sanity_lib.shuffle_within_layers(model, seed=config.seed)
+            elif config.sanity == "reinit":
+                model = sanity_lib.reinitialize(model, seed=config.seed)
         schedule = learning_rate_schedule(
             config.lr_schedule, config.learning_rate, train_steps=config.train_steps,
             decay_every=config.lr_decay_every, decay_factor=config.lr_decay_factor,
@@ -315,6 +379,12 @@ def _fit(plan, strategy, model, splits, out):
         keras.callbacks.TensorBoard(os.path.join(out, "logs"), write_graph=False),
         callbacks_lib.Progress(config.train_steps),
     ]
+    # masks change after the step's update, before the step is logged or backed up
+    during = _during_training_callbacks(config)
+    rewind_path = os.path.join(out, "rewind.npz")
+    if config.rewind_step >= 0 and not os.path.exists(rewind_path):  # kept once, also across a resume
+        during.append(RewindPoint(config.rewind_step, path=rewind_path))
+    callbacks[1:1] = during
     logging.info("training %s (%s, kappa=%s) on %s for %d steps under %s (%d replicas)",
                  config.model, config.criterion, config.kappa, config.dataset, config.train_steps,
                  config.strategy, strategy.num_replicas_in_sync)
@@ -367,6 +437,18 @@ def _metrics(plan, strategy, dense, model, best, best_model, backup, divergence,
         "replicas": strategy.num_replicas_in_sync,
         "mask_digest_at_prune": digest_at_prune,
         "mask_digest_final": mask_digest(model),
+        "gradual_pruning": {
+            "final_sparsity": config.gradual_pruning_final_sparsity,
+            "initial_sparsity": config.gradual_pruning_initial_sparsity,
+            "begin_step": config.gradual_pruning_begin_step,
+            "end_step": config.gradual_pruning_end_step or config.train_steps,
+            "frequency": config.gradual_pruning_frequency} if config.gradual_pruning_final_sparsity else None,
+        "dst": {"method": config.dst, "update_every": config.update_every,
+                "end_step": config.dst_end_step or max(1, (3 * config.train_steps) // 4),
+                "drop_fraction": config.drop_fraction} if config.dst else None,
+        "rewind_step": config.rewind_step if config.rewind_step >= 0 else None,
+        "sanity": config.sanity or None,
+        "final_sparsity": sparsity(model).sparsity if transform.masked_entries(model) else 0.0,
     }
 
 

@@ -406,3 +406,36 @@ def test_multi_worker_workaround_is_scoped_and_leaves_mirrored_fit_alone():
         assert "_maybe_symbolic_build" not in vars(model)
         model.fit(x, y, epochs=1, verbose=0)
     assert _keras_compat.current_reduce_per_replica() is original
+
+
+def test_train_flags_for_masks_that_change_during_training(tmp_path):
+    train = _load("train")
+    runs = {
+        "gmp": ["--criterion=none", "--gradual_pruning_final_sparsity=0.9", "--gradual_pruning_begin_step=4",
+                "--gradual_pruning_end_step=16", "--gradual_pruning_frequency=4"],
+        "rigl": ["--kappa=0.1", "--dst=rigl", "--update_every=5", "--rewind_step=3"],
+        "shuffle": ["--kappa=0.1", "--sanity=shuffle"],
+    }
+    found = {}
+    for name, extra in runs.items():
+        out = str(tmp_path / name)
+        argv = [a for a in TINY if not a.startswith("--kappa")]
+        _run_main(train, ["train", *argv, *extra, f"--output_dir={out}"])
+        found[name] = (json.load(open(os.path.join(out, "metrics.json"))), out)
+    gmp, _ = found["gmp"]
+    assert gmp["gradual_pruning"] == {"final_sparsity": 0.9, "initial_sparsity": 0.0, "begin_step": 4,
+                                      "end_step": 16, "frequency": 4}
+    assert gmp["final_sparsity"] == pytest.approx(0.9, abs=1e-6) and gmp["criterion"] == "none"
+    rigl, out = found["rigl"]
+    assert rigl["dst"]["method"] == "rigl" and rigl["rewind_step"] == 3
+    assert rigl["mask_digest_final"] != rigl["mask_digest_at_prune"]  # the mask moved
+    assert rigl["final_sparsity"] == pytest.approx(rigl["sparsity"])  # the count did not
+    assert os.path.exists(os.path.join(out, "rewind.npz"))
+    shuffle, _ = found["shuffle"]
+    assert shuffle["sanity"] == "shuffle" and shuffle["sparsity"] == pytest.approx(0.9, abs=1e-4)
+    with pytest.raises(app.UsageError, match="--sanity='shuffle' with --criterion='none'"):
+        _run_main(train, ["train", *TINY, "--criterion=none", "--sanity=shuffle",
+                          f"--output_dir={tmp_path / 'x'}"])
+    with pytest.raises(app.UsageError, match="--gradual_pruning_final_sparsity=1.5"):
+        _run_main(train, ["train", *TINY, "--gradual_pruning_final_sparsity=1.5",
+                          f"--output_dir={tmp_path / 'y'}"])

@@ -57,6 +57,21 @@ flags.DEFINE_enum("strategy", "default", distribute.STRATEGIES, "tf.distribute s
 flags.DEFINE_string("tpu", "", "With --strategy=tpu: TPU name, 'local' or grpc://host:port.")
 flags.DEFINE_integer("num_cpu_devices", 0, "With --strategy=mirrored: split the CPU into N logical devices.",
                      lower_bound=0)
+flags.DEFINE_float("gradual_pruning_final_sparsity", 0.0, "Gradual magnitude pruning during training "
+                   "(sniptf.GradualPruning) to this sparsity; 0: off. With --criterion=none it starts dense.")
+flags.DEFINE_float("gradual_pruning_initial_sparsity", 0.0, "The schedule's sparsity at its begin step.")
+flags.DEFINE_integer("gradual_pruning_begin_step", 0, "The schedule's first update step.")
+flags.DEFINE_integer("gradual_pruning_end_step", 0, "The schedule's last update step (0: --train_steps).")
+flags.DEFINE_integer("gradual_pruning_frequency", 100, "Steps between the schedule's updates.")
+flags.DEFINE_enum("dst", "", ["", "set", "rigl"], "Dynamic sparse training: SET or RigL mask updates "
+                  "on the pruned (or, with --criterion=none, dense-wrapped) model.")
+flags.DEFINE_integer("update_every", 100, "--dst: steps between mask updates.")
+flags.DEFINE_integer("dst_end_step", 0, "--dst: no update from this step on (0: 3/4 of --train_steps).")
+flags.DEFINE_float("drop_fraction", 0.3, "--dst: fraction of each mask's kept weights changed at first.")
+flags.DEFINE_integer("rewind_step", -1, "Keep the weights after this step in <output_dir>/rewind.npz "
+                     "(for sniptf.rewind; -1: off).")
+flags.DEFINE_enum("sanity", "", ["", "shuffle", "reinit", "invert"], "A sanity check of the mask "
+                  "(Frankle et al. 2021): shuffle within layers, reinitialize, or keep the lowest scores.")
 flags.DEFINE_string("output_dir", "out/train", "Output directory.")
 flags.DEFINE_bool("overwrite", False, "Train again from scratch over a finished run in --output_dir "
                   "(without it, such a directory is refused).")
