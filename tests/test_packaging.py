@@ -37,7 +37,7 @@ def test_wheel_installs_commands_and_data(tmp_path):
     commands = {"sniptf-demo": "--output_dir", "sniptf-train": "--output_dir", "sniptf-export": "--checkpoint_dir",
                 "sniptf-snip-experiments": "--output_dir", "sniptf-signal-propagation": "--output_dir",
                 "sniptf-steps-to-result": "--study_dir", "sniptf-compare-criteria": "--output_dir",
-                "sniptf-snip-budgets": "--output_dir"}
+                "sniptf-snip-budgets": "--output_dir", "sniptf-where-pai-stands": "--output_dir"}
     helps = {command: subprocess.Popen([str(venv / "bin" / command), "--helpfull"], cwd=tmp_path, env=env,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for command in commands}  # side by side: each is mostly a TensorFlow import

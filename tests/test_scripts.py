@@ -164,3 +164,31 @@ def test_compare_criteria_script_smoke(tmp_path):
     bad = [a for a in argv if not a.startswith("--sparsities")] + ["--sparsities=1.0"]
     with pytest.raises(app.UsageError, match=r"Received: --sparsities=\[1.0\]"):
         _run(module, bad)
+
+
+def test_where_pai_stands_plan_and_smoke(tmp_path):
+    from sniptf.studies import where_pai_stands as study
+    planned = study.configs(output_dir=str(tmp_path / "plan"))
+    # 2 dense + (4 + 2 sparsities) x 18 methods, 2 seeds each
+    assert len(planned) == 4 + 6 * len(study.METHODS) * 2 and len(study.METHODS) == 18
+    by = {(m, s, c.model, c.seed): c for m, s, c in planned}
+    c = by[("snip_invert", 0.99, "lenet5_caffe", 1)]
+    assert (c.criterion, c.kappa, c.sanity, c.standardize, c.dataset) == ("snip", 0.01, "invert", True,
+                                                                         "fashion_mnist")
+    assert (by[("random_erk_reinit", 0.9, "lenet_300_100", 0)].scope,
+            by[("random_erk_reinit", 0.9, "lenet_300_100", 0)].sanity) == ("erk", "reinit")
+    rigl = by[("rigl", 0.95, "lenet_300_100", 0)]
+    assert (rigl.criterion, rigl.scope, rigl.dst, rigl.dst_end_step) == ("random", "erk", "rigl", 2625)
+    assert len({c.output_dir for _, _, c in planned}) == len(planned)
+    # the command runs the missing runs and writes the table (gmp: pruned from dense in training)
+    module = _load("where_pai_stands")
+    out = tmp_path / "out"
+    _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.9",
+                  "--seeds=0", "--methods=gmp", "--budget_percent=1", f"--output_dir={out}"])
+    rows = json.load(open(out / "results.json"))
+    assert {r["method"] for r in rows} == {"dense", "gmp"}
+    gmp = next(r for r in rows if r["method"] == "gmp")
+    assert gmp["final_sparsity"] == pytest.approx(0.9, abs=1e-6) and 0.0 <= gmp["test_error_mean"] <= 100.0
+    assert "| lenet_300_100 | 90% |" in (out / "table.md").read_text()
+    with pytest.raises(flags.IllegalFlagValueError, match="methods"):
+        _run(module, ["where_pai_stands", "--methods=lth", f"--output_dir={out}"])
