@@ -30,6 +30,8 @@ flags.DEFINE_multi_enum("datasets", ["mnist10k", "fashion_mnist"], sorted({d for
 flags.DEFINE_multi_integer("seeds", [0, 1, 2], "Table seeds (repeat the flag for several).")
 flags.DEFINE_multi_enum("models", list(snip.TABLE_KAPPAS), list(snip.TABLE_KAPPAS),
                         "Table models (repeat the flag for several).")
+flags.DEFINE_multi_enum("table_criteria", list(snip.CRITERIA), list(snip.CRITERIA),
+                        "Criteria of the table's pruned runs (dense always runs).")
 flags.DEFINE_integer("epochs_scale", 100, "Percent of the default training budgets.", lower_bound=1)
 flags.DEFINE_integer("sequential_epochs", 20, "Epochs of the LSTM/GRU runs.", lower_bound=1)
 flags.DEFINE_integer("memorization_epochs", 100, "Epochs on shuffled labels.", lower_bound=1)
@@ -49,7 +51,7 @@ def main(argv):
         FLAGS.experiments, output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir,
         datasets=FLAGS.datasets, seeds=FLAGS.seeds, epochs_scale=FLAGS.epochs_scale,
         sequential_epochs=FLAGS.sequential_epochs, memorization_epochs=FLAGS.memorization_epochs,
-        models=tuple(FLAGS.models),
+        models=tuple(FLAGS.models), table_criteria=tuple(FLAGS.table_criteria),
         log=logging.info)
     print(tables)
 

@@ -58,7 +58,7 @@ def scaled_budgets(percent, datasets=None):
     return out
 
 
-def table_configs(datasets, seeds, budgets, output_dir, models=None):
+def table_configs(datasets, seeds, budgets, output_dir, models=None, criteria=CRITERIA):
     """One `TrainConfig` per (dataset, model, criterion, kappa, seed); dense runs included.
 
     The authors' recipe (SGD momentum 0.9, x0.1 step decay, weight decay 5e-4) with lr 0.03
@@ -72,7 +72,7 @@ def table_configs(datasets, seeds, budgets, output_dir, models=None):
             if models is not None and model not in models:
                 continue
             steps, every, decay = budgets[(dataset, model)]
-            runs = [(training.NO_PRUNING, 1.0)] + [(c, k) for k in kappas for c in CRITERIA]
+            runs = [(training.NO_PRUNING, 1.0)] + [(c, k) for k in kappas for c in criteria]
             for criterion, kappa in runs:
                 for seed in seeds:
                     name = "dense" if criterion == training.NO_PRUNING else f"{criterion}_{kappa:g}"
@@ -176,7 +176,7 @@ def memorization(*, dataset="mnist10k", kappa=0.05, epochs=100, batch_size=100,
 
 def run_experiments(experiments, *, output_dir, figures_dir, datasets=("mnist10k", "fashion_mnist"),
                     seeds=(0, 1, 2), epochs_scale=100, sequential_epochs=20, memorization_epochs=100,
-                    models=tuple(TABLE_KAPPAS),
+                    models=tuple(TABLE_KAPPAS), table_criteria=CRITERIA,
                     log=print):
     """Runs the named experiments (`EXPERIMENTS`), recording each into
     `<output_dir>/results.json` as it finishes (so a rerun keeps the others),
@@ -196,7 +196,8 @@ def run_experiments(experiments, *, output_dir, figures_dir, datasets=("mnist10k
         log(f"running {name}")
         if name == "table":
             budgets = scaled_budgets(epochs_scale, datasets)
-            configs = table_configs(datasets, seeds, budgets, os.path.join(output_dir, "runs"), models)
+            configs = table_configs(datasets, seeds, budgets, os.path.join(output_dir, "runs"), models,
+                                    table_criteria)
             rows = summarize(run_table(configs, log=log))
             results["table"] = rows
             results["table_budgets"] = {f"{d}/{m}": b for (d, m), b in budgets.items()}
