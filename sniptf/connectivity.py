@@ -96,7 +96,8 @@ def _linear_map(layer):
     L = keras.layers
     if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and not isinstance(
             layer, (L.SeparableConv1D, L.SeparableConv2D, L.Conv1DTranspose, L.Conv2DTranspose,
-                    L.Conv3DTranspose)) and layer.data_format == "channels_last" and layer.groups == 1:
+                    L.Conv3DTranspose)) and layer.data_format == "channels_last" and layer.groups == 1 \
+            and layer.padding in ("valid", "same"):  # causal: taken whole
         return (lambda x, k: _conv(layer, x, k[0])), [_pattern(layer.kernel)], ["kernel"]
     if isinstance(layer, L.Dense):
         return (lambda x, k: tf.tensordot(x, k[0], axes=[[-1], [0]])), [_pattern(layer.kernel)], ["kernel"]

@@ -113,3 +113,14 @@ def test_a_shared_layer_is_taken_whole_and_what_feeds_it_counts():
     # nothing is pruned: every weight is effective, h's too (it feeds the shared layer)
     assert report.kept == report.nominal.kept
     assert {d.name: d.dead for d in report.dead_units} == {"h": 0, "out": 0}
+
+
+def test_a_causal_conv_is_taken_whole_and_compaction_stays_exact():
+    x = keras.Input((10, 3))
+    h = L.Conv1D(4, 3, padding="causal", name="causal")(x)
+    wrapped = sniptf.wrap(keras.Model(x, L.Dense(2, name="out")(L.Flatten()(h))))
+    report = sniptf.effective_sparsity(wrapped)
+    assert ("causal", "no connectivity map for Conv1D") in report.whole
+    small = sniptf.compact(wrapped)
+    data = np.random.default_rng(0).normal(size=(3, 10, 3)).astype("float32")
+    np.testing.assert_allclose(small(data).numpy(), sniptf.strip(wrapped)(data).numpy(), atol=1e-6)
