@@ -61,6 +61,8 @@ class CompactionReport:
 def _kind(layer):
     """How a layer's channels are handled: 'units', 'depthwise', 'pass', 'merge',
     'concat', 'flatten', or 'whole' (with why)."""
+    if not _keras_compat.is_called_once(layer):
+        return "whole", "called more than once (shared): every call keeps its channels"
     if type(layer) in _UNITS and getattr(layer, "data_format", "channels_last") == "channels_last" \
             and getattr(layer, "groups", 1) == 1:
         return "units", None
@@ -104,6 +106,30 @@ def _tensors(value):
     return list(keras.tree.flatten(value))
 
 
+def _nodes(plain, layers):
+    """`(layer, input tensors, output tensors)` for every call of every layer, in an
+    order where each call's inputs come first (a shared layer has one per call)."""
+    calls = []
+    for layer in layers:
+        if _keras_compat.is_called_once(layer):
+            calls.append((layer, _tensors(layer.input), _tensors(layer.output)))
+        else:
+            calls += [(layer, ins, outs) for ins, outs in _keras_compat.call_tensors(layer)]
+    ready = {id(t) for t in _tensors(plain.inputs)}
+    ordered = []
+    while calls:
+        left = [c for c in calls if not all(id(t) in ready for t in c[1])]
+        done = [c for c in calls if all(id(t) in ready for t in c[1])]
+        if not done:
+            raise ValueError(f"compact cannot order the calls of model '{plain.name}'. Received: "
+                             f"layers {[c[0].name for c in left][:5]} whose inputs never come")
+        for c in done:
+            ordered.append(c)
+            ready.update(id(t) for t in c[2])
+        calls = left
+    return ordered
+
+
 def compact(model, *, return_report=False):
     """A new plain Keras model with `model`'s dead units removed.
 
@@ -111,8 +137,8 @@ def compact(model, *, return_report=False):
     (`sniptf.effective_sparsity`: constant, or reaching no output) are removed
     and every following layer's weights sliced to match; the outputs equal
     `sniptf.strip(model)`'s up to float rounding, for every input. Layers it
-    cannot slice (RNNs, custom blocks, nested models, softmax across channels)
-    are left whole, and the channels they read are kept.
+    cannot slice (RNNs, custom blocks, nested models, shared layers, softmax
+    across channels) are left whole, and the channels they read are kept.
 
     Example:
 
@@ -133,8 +159,7 @@ def compact(model, *, return_report=False):
         The compacted `keras.Model` (uncompiled), or `(model, CompactionReport)`.
 
     Raises:
-        ValueError: a subclassed model, a layer called more than once (shared),
-            or an input shape that is not fixed.
+        ValueError: a subclassed model, or an input shape that is not fixed.
     """
     transform.check_model(model)
     plain = transform.strip(model)
@@ -144,19 +169,16 @@ def compact(model, *, return_report=False):
                              "their values). Build the model on keras.Input(shape=...) with every "
                              f"dimension but the batch given. Received: input shape {tuple(t.shape)}")
     layers = [l for l in plain.layers if not isinstance(l, L.InputLayer)]
-    for layer in layers:
-        if not _keras_compat.is_called_once(layer):
-            raise ValueError(f"compact cannot rebuild layer '{layer.name}': it is called more than "
-                             "once (shared). Received: a model sharing that layer")
+    nodes = _nodes(plain, layers)
     found = connectivity.analyze(plain)
-    plan = _Plan(plain, layers, found)
-    new = _rebuild(plain, layers, plan)
+    plan = _Plan(plain, nodes, found)
+    new = _rebuild(plain, nodes, plan)
     if not return_report:
         return new
-    units = tuple((l.name, int(l.output.shape[-1]), int(len(plan.kept(l.output))))
-                  for l in layers if plan.kinds[l.name][0] in ("units", "depthwise"))
-    whole = tuple((l.name, plan.kinds[l.name][1]) for l in layers
-                  if plan.kinds[l.name][0] == "whole" and l.weights)
+    units = tuple((l.name, int(outs[0].shape[-1]), int(len(plan.kept(outs[0]))))
+                  for l, _, outs in nodes if plan.kinds[l.name][0] in ("units", "depthwise"))
+    whole = tuple(dict.fromkeys((l.name, plan.kinds[l.name][1]) for l, _, _ in nodes
+                                if plan.kinds[l.name][0] == "whole" and l.weights))
     return new, CompactionReport(units, whole, int(plain.count_params()), int(new.count_params()))
 
 
@@ -164,9 +186,9 @@ class _Plan:
     """The dropped channels of every tensor (the fixed point) and the constant
     values folded into the layers that read them."""
 
-    def __init__(self, plain, layers, found):
-        self.kinds = {l.name: _kind(l) for l in layers}
-        self.values = _constant_values(plain, layers, found, self.kinds)
+    def __init__(self, plain, nodes, found):
+        self.kinds = {l.name: _kind(l) for l, _, _ in nodes}
+        self.values = _constant_values(plain, nodes, found, self.kinds)
         alive = {k: _channels(v) for k, v in found.alive.items()}
         used = {k: _channels(v) for k, v in found.used.items()}
         self.constant = {k: ~a for k, a in alive.items()}
@@ -174,8 +196,8 @@ class _Plan:
         for t in _tensors(plain.inputs):
             self.drop[id(t)] = ~used[id(t)] if t.dtype != "int32" and t.dtype != "int64" else \
                 np.zeros(t.shape[-1], bool)
-        for layer in layers:
-            ins, out = _tensors(layer.input), _tensors(layer.output)[0]
+        for layer, ins, outs in nodes:
+            out = outs[0]
             kind = self.kinds[layer.name][0]
             if kind == "units":
                 if isinstance(layer, L.Embedding) or _activation_name(layer) not in _NOT_ELEMENTWISE:
@@ -195,12 +217,12 @@ class _Plan:
                 # dead positions (a dead channel's are all dead)
                 self.drop[id(out)] = ~positions | ~_position_used(found, out)
             else:
-                for t in _tensors(layer.output):
+                for t in outs:
                     self.drop[id(t)] = np.zeros(t.shape[-1], bool)
         for t in _tensors(plain.outputs):
             self.drop[id(t)] = np.zeros(t.shape[-1], bool)
         self.used = used
-        while self._constrain(layers):
+        while self._constrain(nodes):
             pass
 
     def _undrop(self, tensor, keep):
@@ -209,11 +231,11 @@ class _Plan:
         self.drop[id(tensor)] = after
         return bool((before != after).any())
 
-    def _constrain(self, layers):
+    def _constrain(self, nodes):
         """One pass of every constraint; True if a channel was undropped."""
         changed = False
-        for layer in layers:
-            ins, out = _tensors(layer.input), _tensors(layer.output)[0]
+        for layer, ins, outs in nodes:
+            out = outs[0]
             kind = self.kinds[layer.name][0]
             if kind == "units":
                 if not isinstance(layer, L.Embedding):
@@ -246,7 +268,7 @@ class _Plan:
             else:
                 for t in ins:
                     changed |= self._undrop(t, np.ones(t.shape[-1], bool))
-            for t in ins + _tensors(layer.output):  # a tensor keeps at least one channel
+            for t in ins + outs:  # a tensor keeps at least one channel
                 if self.drop[id(t)].all():
                     keep = np.zeros(t.shape[-1], bool)
                     keep[0] = True
@@ -274,14 +296,14 @@ def _position_used(found, tensor):
     return found.used[id(tensor)].numpy().reshape(-1) > 0
 
 
-def _constant_values(plain, layers, found, kinds):
+def _constant_values(plain, nodes, found, kinds):
     """`{id(t): (value per channel, uniform per channel)}` for the inputs of unit
     layers: their values on a zero input (a constant channel's value is the same
     on every input; `uniform`: the same at every position)."""
     wanted = []
-    for layer in layers:
+    for layer, ins, _ in nodes:
         if kinds[layer.name][0] == "units" and not isinstance(layer, L.Embedding):
-            t = layer.input
+            t = ins[0]
             if id(t) not in {id(w) for w in wanted}:
                 wanted.append(t)
     if not wanted:
@@ -298,7 +320,7 @@ def _constant_values(plain, layers, found, kinds):
     return out
 
 
-def _rebuild(plain, layers, plan):
+def _rebuild(plain, nodes, plan):
     """The compacted graph: each layer rebuilt on its kept channels."""
     new = {}
     inputs = []
@@ -307,8 +329,8 @@ def _rebuild(plain, layers, plan):
         inputs.append(x)
         keep = plan.kept(t)
         new[id(t)] = x if len(keep) == t.shape[-1] else keras.ops.take(x, keep, axis=-1)
-    for layer in layers:
-        ins, out = _tensors(layer.input), _tensors(layer.output)[0]
+    for layer, ins, outs in nodes:
+        out = outs[0]
         kind = plan.kinds[layer.name][0]
         args = [new[id(t)] for t in ins]
         if kind == "units":
@@ -334,10 +356,12 @@ def _rebuild(plain, layers, plan):
                 if not keep.all():
                     y = keras.ops.take(y, np.flatnonzero(keep), axis=-1)
             new[id(out)] = y
-        else:  # whole: this private copy's own layer, on its full inputs
-            structure = keras.tree.map_structure(lambda t: new[id(t)], layer.input)
-            result = layer(structure)
-            for t, r in zip(_tensors(layer.output), _tensors(result)):
+        else:  # whole: this private copy's own layer (shared: once per call), on its full inputs
+            if _keras_compat.is_called_once(layer):  # as it was called (a list, a dict, ...)
+                result = layer(keras.tree.map_structure(lambda t: new[id(t)], layer.input))
+            else:
+                result = layer(args[0] if len(args) == 1 else args)
+            for t, r in zip(outs, _tensors(result)):
                 new[id(t)] = r
     outputs = keras.tree.map_structure(lambda t: new[id(t)], plain.outputs)
     one = lambda xs: xs if len(xs) > 1 else xs[0]  # noqa: E731
