@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "steps_to_result.py")
 GRID = ["--workload=tiny", "--sparsities=0", "--sparsities=0.5", "--batch_sizes=32", "--batch_sizes=64",
         "--trials=3"]
+SMALL_GRID = GRID[:-1] + ["--trials=2"]  # the command test: 8 trials are enough to check its outputs
 
 
 def _env():
@@ -191,7 +192,7 @@ def test_workers_on_a_real_postgresql_server(tmp_path):
 def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
     module = _load("steps_to_result")
     study = tmp_path / "study"
-    _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *GRID, "--incumbent_cutoff"])
+    _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *SMALL_GRID, "--incumbent_cutoff"])
     _run(module, ["steps_to_result", "work", f"--study_dir={study}"])
     _run(module, ["steps_to_result", "report", f"--study_dir={study}", "--probe_batch_size=32",
                   "--probe_steps=20", "--probe_every=10", "--probe_seeds=0", "--probe_seeds=1",
@@ -199,14 +200,14 @@ def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
     results = json.load(open(study / "results.json"))
     assert set(results) >= {"workload", "trials", "points", "fits", "lipschitz", "noise_scale"}
     assert results["workload"]["workload"]["name"] == "tiny" and results["workload"]["incumbent_cutoff"]
-    assert len(results["trials"]) == 12 and len(results["points"]) == 4
+    assert len(results["trials"]) == 8 and len(results["points"]) == 4
     trial = results["trials"][0]
     assert set(trial) >= {"sparsity", "batch_size", "sobol_index", "params", "status", "steps"}
     point = results["points"][0]
     assert set(point) >= {"sparsity", "batch_size", "k_star", "reached", "not_reached", "diverged",
                           "best_params"}
     assert sum(p["reached"] + p["not_reached"] + p["cut_off"] + p["diverged"]
-               for p in results["points"]) == 12
+               for p in results["points"]) == 8
     for fit in results["fits"]:
         assert set(fit) >= {"sparsity", "c1", "c2", "b_crit", "r2_log"}
     for entry in results["lipschitz"]:  # one lr (0.1) for every sparsity, two init seeds
@@ -219,9 +220,9 @@ def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
         assert (study / f"{name}.png").stat().st_size > 5_000
     assert "B_crit" in (study / "summary.md").read_text()
     # the same prepare again is a no-op; another spec is refused, naming the flag
-    _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *GRID, "--incumbent_cutoff"])
+    _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *SMALL_GRID, "--incumbent_cutoff"])
     with pytest.raises(app.UsageError, match="different spec"):
-        _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *GRID, "--trials=4"])
+        _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *SMALL_GRID[:-1], "--trials=4"])
     with pytest.raises(app.UsageError, match="--storage='sqlite:///x.db'"):
         _run(module, ["steps_to_result", "work", f"--study_dir={study}", "--storage=sqlite:///x.db"])
     with pytest.raises(app.UsageError, match="Expected one action"):
