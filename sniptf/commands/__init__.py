@@ -79,3 +79,14 @@ def prepare_output(*names):
         os.makedirs(flags.FLAGS[name].value, exist_ok=True)
     run_dir.write_text(os.path.join(flags.FLAGS[names[0]].value, "flags.txt"),
                        flags.FLAGS.flags_into_string())
+
+
+def scaled_budgets(budgets, percent):
+    """`{model: (train_steps, eval_every, lr_decay_every)}` scaled to `percent` (each >= 1)."""
+    return {m: tuple(max(1, int(round(v * percent / 100))) for v in b) for m, b in budgets.items()}
+
+
+def check_sparsities(sparsities):
+    """A study's --sparsities: each in (0, 1); a UsageError naming the flag otherwise."""
+    if not all(0.0 < s < 1.0 for s in sparsities):
+        raise app.UsageError(f"Expected --sparsities in (0, 1). Received: --sparsities={list(sparsities)}")

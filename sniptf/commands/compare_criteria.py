@@ -13,8 +13,10 @@ from absl import flags
 from absl import logging
 
 from sniptf import data
+from sniptf.commands import check_sparsities
 from sniptf.commands import prepare_output
 from sniptf.commands import run_command
+from sniptf.commands import scaled_budgets
 from sniptf.studies import criteria_comparison as study
 
 FLAGS = flags.FLAGS
@@ -33,11 +35,9 @@ def main(argv):
     """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not all(0.0 < s < 1.0 for s in FLAGS.sparsities):
-        raise app.UsageError(f"Expected --sparsities in (0, 1). Received: --sparsities={FLAGS.sparsities}")
+    check_sparsities(FLAGS.sparsities)
     prepare_output("output_dir", "figures_dir")
-    scale = FLAGS.budget_percent / 100
-    budgets = {m: tuple(max(1, int(round(v * scale))) for v in b) for m, b in study.BUDGETS.items()}
+    budgets = scaled_budgets(study.BUDGETS, FLAGS.budget_percent)
     print(study.run(output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir, dataset=FLAGS.dataset,
                     models=FLAGS.models, sparsities=FLAGS.sparsities, seeds=FLAGS.seeds,
                     budgets=budgets, criteria=FLAGS.criteria, log=logging.info))

@@ -13,8 +13,10 @@ from absl import flags
 from absl import logging
 
 from sniptf import data
+from sniptf.commands import check_sparsities
 from sniptf.commands import prepare_output
 from sniptf.commands import run_command
+from sniptf.commands import scaled_budgets
 from sniptf.studies import where_pai_stands as study
 
 FLAGS = flags.FLAGS
@@ -33,11 +35,9 @@ def main(argv):
     """The command (the module docstring says what it does); `argv` after flag parsing."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not all(0.0 < s < 1.0 for s in FLAGS.sparsities):
-        raise app.UsageError(f"Expected --sparsities in (0, 1). Received: --sparsities={FLAGS.sparsities}")
+    check_sparsities(FLAGS.sparsities)
     prepare_output("output_dir")
-    scale = FLAGS.budget_percent / 100
-    budgets = {m: tuple(max(1, int(round(v * scale))) for v in b) for m, b in study.BUDGETS.items()}
+    budgets = scaled_budgets(study.BUDGETS, FLAGS.budget_percent)
     sparsities = {m: tuple(FLAGS.sparsities) for m in FLAGS.models} if FLAGS.sparsities else None
     print(study.run(output_dir=FLAGS.output_dir, models=FLAGS.models, sparsities=sparsities,
                     seeds=FLAGS.seeds, methods=FLAGS.methods, budgets=budgets, dataset=FLAGS.dataset,
