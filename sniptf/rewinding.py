@@ -4,7 +4,10 @@
 are after `step` optimizer steps (step 0: before the first); `rewind(model,
 point)` returns a copy of `model` with its current masks on those weights.
 Iterative magnitude pruning (train, prune a fraction of the kept weights by
-magnitude, rewind, repeat) is `sniptf.studies.imp.run`.
+magnitude, rewind, repeat) is `sniptf.studies.imp.run` in one process; across
+processes, one round per training run: a run keeps its final masks and weights
+(`keep_final`) and the next starts from them (`next_round`: `sniptf-train
+--criterion=imp --rewind_from=<previous run> --kappa=...`).
 """
 
 import os
@@ -12,6 +15,7 @@ import os
 import keras
 import numpy as np
 
+from sniptf import gradual
 from sniptf import run_dir
 from sniptf import transform
 
@@ -100,3 +104,46 @@ def rewind(model, point):
             w.assign(weights[w.path])
     transform.apply_masks([c for _, c in pairs], {c.key: e.mask.numpy() for e, c in pairs})
     return copy
+
+
+def keep_final(model, path):
+    """Writes every weight of the wrapped `model`, masks included, to `path` (`.npz`,
+    atomically): what the next round of iterative magnitude pruning starts from."""
+    run_dir.write_npz(os.fspath(path), {w.path: np.array(w.numpy()) for w in model.weights})
+
+
+def next_round(model, source_dir, sparsity, *, scope="global"):
+    """The start of an iterative-magnitude-pruning round on a freshly built wrapped
+    `model`: the masks and weights the run in `source_dir` ended with
+    (`final.npz`), pruned by magnitude among its kept weights to exactly
+    `sparsity` (`gradual.prune_to`), the kept weights rewound to that run's
+    `rewind.npz`. Returns the new model (`rewind`'s copy).
+
+    Raises:
+        ValueError: files missing, weights that do not fit, or `sparsity` below
+            the source's (masks only shrink).
+    """
+    source_dir = os.fspath(source_dir)
+    final_path, rewind_path = (os.path.join(source_dir, n) for n in ("final.npz", "rewind.npz"))
+    for path in (final_path, rewind_path):
+        if not os.path.exists(path):
+            raise ValueError(f"No {os.path.basename(path)} in {source_dir!r}: rewind_from takes a finished "
+                             f"run that kept a rewind point (rewind_step >= 0, or itself a rewind_from "
+                             f"run). Received: rewind_from={source_dir!r}")
+    with np.load(final_path) as f:
+        final = {k: f[k] for k in f.files}
+    missing = [w.path for w in model.weights if w.path not in final]
+    wrong = [w.path for w in model.weights if w.path in final and tuple(final[w.path].shape) != tuple(w.shape)]
+    if missing or wrong:
+        raise ValueError(f"The run in {source_dir!r} trained another model than '{model.name}': missing "
+                         f"{missing[:5]}, of another shape {wrong[:5]}. Received: rewind_from={source_dir!r}")
+    for w in model.weights:
+        w.assign(final[w.path])
+    entries = transform.masked_entries(model)
+    total = sum(int(e.mask.numpy().size) for e in entries)
+    source = 1.0 - sum(int(e.mask.numpy().sum()) for e in entries) / total
+    if round(sparsity * total) < round(source * total):
+        raise ValueError(f"Expected a sparsity at least the source run's ({source:.6g}): masks only shrink. "
+                         f"Received: sparsity={sparsity!r} from rewind_from={source_dir!r}")
+    gradual.prune_to(model, sparsity, scope=scope)
+    return rewind(model, rewind_path)

@@ -20,7 +20,8 @@ import numpy as np
 
 LOCK = ".lock"
 FINISHED = "metrics.json"  # written last, atomically, by a run that ended
-WRITTEN = ("metrics.json", "checkpoints", "backup", "backup.corrupt", "saved_model", "logs")
+WRITTEN = ("metrics.json", "checkpoints", "backup", "backup.corrupt", "saved_model", "logs", "rewind.npz",
+           "final.npz")
 
 _HELD = {}  # real path -> [fd, depth]: re-entrant within a process
 

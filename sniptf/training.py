@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 
 import keras
@@ -24,6 +25,7 @@ from sniptf import data as data_lib
 from sniptf import distribute
 from sniptf import initializers
 from sniptf import models as models_lib
+from sniptf import rewinding
 from sniptf import run_dir
 from sniptf import sanity as sanity_lib
 from sniptf import selection
@@ -42,6 +44,8 @@ from sniptf.transform import wrap
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 LR_SCHEDULES = ("constant", "piecewise", "linear")
 NO_PRUNING = "none"
+# the mask of a previous run, pruned further by magnitude and rewound (TrainConfig.rewind_from)
+IMP = "imp"
 
 
 def learning_rate_schedule(name, learning_rate, *, train_steps, decay_every=None,
@@ -138,6 +142,10 @@ class TrainConfig:
     drop_fraction: float = 0.3
     rewind_step: int = -1  # >= 0: keep the weights after that step in rewind.npz
     sanity: str = ""  # "", "shuffle", "reinit" or "invert" (sniptf.sanity; Frankle et al. 2021)
+    # criterion="imp": a finished run's directory (its final.npz and rewind.npz); this run
+    # starts from its final masks pruned by magnitude to 1 - kappa, kept weights rewound
+    # (one round of iterative magnitude pruning with rewinding)
+    rewind_from: str = ""
 
 
 
@@ -171,9 +179,11 @@ def prepare(config):
     info = data_lib.info(config.dataset)
     if not isinstance(config.standardize, bool):
         raise TypeError(f"Expected standardize to be a bool. Received: standardize={config.standardize!r}")
-    if config.criterion != NO_PRUNING:
+    if config.criterion not in (NO_PRUNING, IMP):
         criteria.get_criterion(config.criterion)
+    if config.criterion != NO_PRUNING:
         selection.check_kappa(config.kappa)
+    _check_rewind_from(config)
     for name in ("batch_size", "train_steps", "eval_every"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -195,6 +205,10 @@ def prepare(config):
     if config.sanity and config.criterion == NO_PRUNING:
         raise ValueError(f"A sanity check changes a mask found at init; pick a criterion. "
                          f"Received: sanity={config.sanity!r} with criterion={config.criterion!r}")
+    if config.sanity == "invert" and config.criterion == IMP:
+        raise ValueError(f"sanity='invert' keeps the lowest scores of a criterion at init; an IMP mask "
+                         f"takes 'shuffle' or 'reinit'. Received: sanity={config.sanity!r} with "
+                         f"criterion={config.criterion!r}")
     if isinstance(config.rewind_step, bool) or not isinstance(config.rewind_step, int) or config.rewind_step < -1:
         raise ValueError(f"Expected rewind_step to be an int >= 0 (or -1: off). "
                          f"Received: rewind_step={config.rewind_step!r}")
@@ -203,6 +217,32 @@ def prepare(config):
     # does not divide train_steps (callbacks.StopAtStep ends it)
     steps_per_epoch = min(config.eval_every, config.train_steps)
     return Plan(config, info, math.ceil(config.train_steps / steps_per_epoch), steps_per_epoch)
+
+
+def _check_rewind_from(config):
+    """`rewind_from` goes with `criterion="imp"` (and only with it), names a finished run
+    that kept a rewind point, and replaces `rewind_step`; the scope is global or layerwise."""
+    if config.criterion != IMP:
+        if config.rewind_from:
+            raise ValueError(f"rewind_from starts a round of iterative magnitude pruning: set criterion="
+                             f"'{IMP}'. Received: rewind_from={config.rewind_from!r} with "
+                             f"criterion={config.criterion!r}")
+        return
+    if not config.rewind_from:
+        raise ValueError(f"criterion='{IMP}' prunes the masks of a previous run: name its directory. "
+                         f"Received: rewind_from={config.rewind_from!r}")
+    for name in ("final.npz", "rewind.npz"):
+        if not os.path.exists(os.path.join(config.rewind_from, name)):
+            raise ValueError(f"No {name} in {config.rewind_from!r}: rewind_from takes a finished run that "
+                             f"kept a rewind point (rewind_step >= 0, or itself a criterion='{IMP}' run). "
+                             f"Received: rewind_from={config.rewind_from!r}")
+    if config.rewind_step != -1:
+        raise ValueError(f"A criterion='{IMP}' run rewinds to the rewind point of the run it starts from "
+                         f"(and keeps it for the next round). Received: rewind_step={config.rewind_step!r} "
+                         f"with rewind_from={config.rewind_from!r}")
+    if config.scope not in ("global", "layerwise"):
+        raise ValueError(f"Magnitude pruning for criterion='{IMP}' is global or layerwise. "
+                         f"Received: scope={config.scope!r}")
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
@@ -303,6 +343,8 @@ def _run_locked(plan, strategy, out, wall_start):
     digest_at_prune = mask_digest(model)
     effective = _effective(model) if config.criterion != NO_PRUNING else None
     best_model, backup, divergence, steps = _fit(plan, strategy, model, splits, out)
+    if config.rewind_step >= 0 or config.criterion == IMP:  # the next IMP round prunes these
+        rewinding.keep_final(model, os.path.join(out, "final.npz"))
     best, test_accuracy, servable = _evaluate(plan, strategy, model, best_model, divergence, splits)
     metrics = _metrics(plan, strategy, dense, model, best, best_model, backup, divergence, steps,
                        test_accuracy, digest_at_prune, wall_start)
@@ -337,17 +379,20 @@ def _build(plan, strategy, score_batch):
         dense = models_lib.get(config.model, plan.info.input_shape, plan.info.num_classes,
                                **_initializer_kwargs(config))
         if config.criterion == NO_PRUNING:
-            # masks that change in training start dense
-            model = wrap(dense) if _during_training_callbacks(config) else dense
+            # masks that change in training, or kept for a next IMP round, start dense
+            model = wrap(dense) if _during_training_callbacks(config) or config.rewind_step >= 0 else dense
+        elif config.criterion == IMP:
+            model = rewinding.next_round(wrap(dense), config.rewind_from, 1.0 - config.kappa,
+                                         scope=config.scope)
         else:
             model = prune(dense, score_batch, kappa=config.kappa,
                           criterion=config.criterion, seed=config.seed, scope=config.scope,
                           min_kept_per_layer=config.min_kept_per_layer,
                           invert=config.sanity == "invert")
-            if config.sanity == "shuffle":
-                model = sanity_lib.shuffle_within_layers(model, seed=config.seed)
-            elif config.sanity == "reinit":
-                model = sanity_lib.reinitialize(model, seed=config.seed)
+        if config.sanity == "shuffle":  # prepare refused a sanity check without a mask
+            model = sanity_lib.shuffle_within_layers(model, seed=config.seed)
+        elif config.sanity == "reinit":
+            model = sanity_lib.reinitialize(model, seed=config.seed)
         schedule = learning_rate_schedule(
             config.lr_schedule, config.learning_rate, train_steps=config.train_steps,
             decay_every=config.lr_decay_every, decay_factor=config.lr_decay_factor,
@@ -384,6 +429,9 @@ def _fit(plan, strategy, model, splits, out):
     rewind_path = os.path.join(out, "rewind.npz")
     if config.rewind_step >= 0 and not os.path.exists(rewind_path):  # kept once, also across a resume
         during.append(RewindPoint(config.rewind_step, path=rewind_path))
+    if config.criterion == IMP and not os.path.exists(rewind_path):  # the next round rewinds there too
+        shutil.copyfile(os.path.join(config.rewind_from, "rewind.npz"), rewind_path + ".tmp")
+        os.replace(rewind_path + ".tmp", rewind_path)
     callbacks[1:1] = during
     logging.info("training %s (%s, kappa=%s) on %s for %d steps under %s (%d replicas)",
                  config.model, config.criterion, config.kappa, config.dataset, config.train_steps,
@@ -448,6 +496,7 @@ def _metrics(plan, strategy, dense, model, best, best_model, backup, divergence,
                 "drop_fraction": config.drop_fraction} if config.dst else None,
         "rewind_step": config.rewind_step if config.rewind_step >= 0 else None,
         "sanity": config.sanity or None,
+        "rewind_from": config.rewind_from or None,
         "final_sparsity": sparsity(model).sparsity if transform.masked_entries(model) else 0.0,
     }
 

@@ -92,3 +92,72 @@ def test_bad_rewind_inputs_name_the_value(tmp_path):
         sniptf.rewind(model, str(tmp_path / "none.npz"))
     with pytest.raises(ValueError, match="do not fit model"):
         sniptf.rewind(model, {"h/kernel": np.zeros((2, 2))})
+
+
+def _imp_config(out, **fields):
+    from sniptf import training
+    recipe = dict(model="lenet_300_100", dataset="mnist10k", train_steps=12, eval_every=6, batch_size=32,
+                  learning_rate=0.05, seed=1, output_dir=str(out))
+    recipe.update(fields)
+    return training.TrainConfig(**recipe)
+
+
+def _npz(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_imp_one_round_per_training_run_prunes_the_final_weights_and_rewinds(tmp_path):
+    """criterion="imp" + rewind_from: the round's mask is the top-|w| of the previous run's final
+    weights among its kept (exact count), its kept weights are the first run's rewind weights,
+    and it keeps that rewind point and its own final state for the next round."""
+    from sniptf import models
+    from sniptf import rewinding
+    from sniptf import training
+    from sniptf import transform
+    r0, r1, r2 = (tmp_path / f"round{i}" for i in range(3))
+    training.run(_imp_config(r0, criterion=training.NO_PRUNING, rewind_step=2))
+    m1 = training.run(_imp_config(r1, criterion=training.IMP, rewind_from=str(r0), kappa=0.5))
+    m2 = training.run(_imp_config(r2, criterion=training.IMP, rewind_from=str(r1), kappa=0.2))
+    assert m1["sparsity"] == pytest.approx(0.5, abs=1e-6) and m2["sparsity"] == pytest.approx(0.8, abs=1e-6)
+    assert m2["rewind_from"] == str(r1) and m2["criterion"] == "imp"
+    rewind0, final1 = _npz(r0 / "rewind.npz"), _npz(r1 / "final.npz")
+    assert _npz(r2 / "rewind.npz").keys() == rewind0.keys()  # the chain keeps round 0's point
+    assert all(np.array_equal(_npz(r2 / "rewind.npz")[k], v) for k, v in rewind0.items())
+    # round 2's start, rebuilt: the 20% largest final |w| of round 1 among its kept, on round 0's weights
+    model = rewinding.next_round(sniptf.wrap(models.get("lenet_300_100", (28, 28, 1), 10)), r1, 0.8)
+    entries = transform.masked_entries(model)
+    kept1 = [final1[e.mask.path].astype(bool) for e in entries]
+    scores = np.concatenate([np.where(k, np.abs(final1[e.weight.path]), -1).ravel() for e, k in zip(entries, kept1)])
+    n_keep = int(round(0.2 * scores.size))
+    threshold = np.sort(scores)[::-1][n_keep - 1]
+    for e, k in zip(entries, kept1):
+        mask = e.mask.numpy().astype(bool)
+        assert not (mask & ~k).any()  # masks only shrink
+        assert (np.abs(final1[e.weight.path])[mask] >= threshold).all()
+        np.testing.assert_array_equal(e.weight.numpy()[mask], rewind0[e.weight.path][mask])
+        assert (e.weight.numpy()[~mask] == 0).all()
+    assert sum(int(e.mask.numpy().sum()) for e in entries) == n_keep
+    assert _npz(r2 / "final.npz").keys() == final1.keys()  # for a round 3
+
+
+def test_imp_rounds_refuse_what_cannot_be_a_round(tmp_path):
+    from sniptf import training
+    training.run(_imp_config(tmp_path / "r0", criterion=training.NO_PRUNING, rewind_step=0, train_steps=2))
+    bad = [
+        (dict(criterion="imp"), "criterion='imp' prunes the masks of a previous run"),
+        (dict(criterion="imp", rewind_from=str(tmp_path / "nowhere")), "No final.npz in"),
+        (dict(criterion="snip", rewind_from=str(tmp_path / "r0")), "set criterion='imp'"),
+        (dict(criterion="imp", rewind_from=str(tmp_path / "r0"), rewind_step=3), "rewind_step=3"),
+        (dict(criterion="imp", rewind_from=str(tmp_path / "r0"), scope="erk"), "scope='erk'"),
+        (dict(criterion="imp", rewind_from=str(tmp_path / "r0"), sanity="invert"), "sanity='invert'"),
+    ]
+    for fields, message in bad:
+        with pytest.raises(ValueError, match=message):
+            training.prepare(_imp_config(tmp_path / "x", **fields))
+    training.run(_imp_config(tmp_path / "r1", criterion="imp", rewind_from=str(tmp_path / "r0"), kappa=0.3,
+                             train_steps=2))
+    with pytest.raises(ValueError, match="masks only shrink"):  # 50% from a 70%-sparse run
+        training.run(_imp_config(tmp_path / "r2", criterion="imp", rewind_from=str(tmp_path / "r1"), kappa=0.5,
+                                 train_steps=2))
+    assert not (tmp_path / "r2" / "metrics.json").exists()

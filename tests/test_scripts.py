@@ -170,8 +170,8 @@ def test_compare_criteria_script_smoke(tmp_path):
 def test_where_pai_stands_plan_and_smoke(tmp_path):
     from sniptf.studies import where_pai_stands as study
     planned = study.configs(output_dir=str(tmp_path / "plan"))
-    # 2 dense + (4 + 2 sparsities) x 18 methods, 2 seeds each
-    assert len(planned) == 4 + 6 * len(study.METHODS) * 2 and len(study.METHODS) == 18
+    # 2 dense + (4 + 2 sparsities) x 19 methods, 2 seeds each
+    assert len(planned) == 4 + 6 * len(study.METHODS) * 2 and len(study.METHODS) == 19
     by = {(m, s, c.model, c.seed): c for m, s, c in planned}
     c = by[("snip_invert", 0.99, "lenet5_caffe", 1)]
     assert (c.criterion, c.kappa, c.sanity, c.standardize, c.dataset) == ("snip", 0.01, "invert", True,
@@ -181,15 +181,27 @@ def test_where_pai_stands_plan_and_smoke(tmp_path):
     rigl = by[("rigl", 0.95, "lenet_300_100", 0)]
     assert (rigl.criterion, rigl.scope, rigl.dst, rigl.dst_end_step) == ("random", "erk", "rigl", 2625)
     assert len({c.output_dir for _, _, c in planned}) == len(planned)
-    # the command runs the missing runs and writes the table (gmp: pruned from dense in training)
+    # IMP: rounds of at most 40% of the kept, landing on each sparsity; its runs read their rounds
+    levels = study.imp_levels((0.9, 0.95, 0.98, 0.99))
+    assert len(levels) == 11 and [levels[i] for i in (4, 6, 8, 10)] == [0.1, 0.05, 0.02, 0.01]
+    assert all(0.2 <= 1 - b / a <= 0.4 for a, b in zip([1.0] + levels, levels))
+    stages = study.imp_rounds(output_dir=str(tmp_path / "plan"))
+    assert [len(s) for s in stages] == [4] * 10 + [2]  # LeNet-5-Caffe's 10 levels need rounds 0-9
+    imp = by[("imp", 0.98, "lenet_300_100", 1)]
+    assert (imp.criterion, imp.kappa, imp.train_steps) == ("imp", 0.02, 3500)
+    assert imp.rewind_from == next(c.output_dir for c in stages[8] if c.model == "lenet_300_100" and c.seed == 1)
+    assert stages[0][0].rewind_step == 175 and stages[0][0].train_steps == 1750
+    # the command runs the missing runs, IMP's rounds first, and writes the table
     module = _load("where_pai_stands")
     out = tmp_path / "out"
-    _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.9",
-                  "--seeds=0", "--methods=gmp", "--budget_percent=1", f"--output_dir={out}"])
+    _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.5",
+                  "--seeds=0", "--methods=imp", "--budget_percent=1", f"--output_dir={out}"])
     rows = json.load(open(out / "results.json"))
-    assert {r["method"] for r in rows} == {"dense", "gmp"}
-    gmp = next(r for r in rows if r["method"] == "gmp")
-    assert gmp["final_sparsity"] == pytest.approx(0.9, abs=1e-6) and 0.0 <= gmp["test_error_mean"] <= 100.0
-    assert "| lenet_300_100 | 90% |" in (out / "table.md").read_text()
+    assert {r["method"] for r in rows} == {"dense", "imp"}
+    imp = next(r for r in rows if r["method"] == "imp")
+    assert imp["final_sparsity"] == pytest.approx(0.5, abs=1e-6) and 0.0 <= imp["test_error_mean"] <= 100.0
+    round1 = json.load(open(out / "runs/mnist10k/lenet_300_100/imp_rounds/seed0/round01/metrics.json"))
+    assert round1["sparsity"] == pytest.approx(1 - 0.707107, abs=1e-5) and round1["criterion"] == "imp"
+    assert "| lenet_300_100 | 50% |" in (out / "table.md").read_text()
     with pytest.raises(flags.IllegalFlagValueError, match="methods"):
         _run(module, ["where_pai_stands", "--methods=lth", f"--output_dir={out}"])

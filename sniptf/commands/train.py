@@ -33,8 +33,9 @@ flags.DEFINE_enum("dataset", "mnist10k", sorted(data.DATASETS), "Dataset.")
 flags.DEFINE_bool("standardize", False, "Standardize inputs with the training split's per-channel "
                   "mean and std, as the SNIP authors do (default: pixels in [0, 1]).")
 flags.DEFINE_float("kappa", 0.05, "Fraction of prunable weights kept, in (0, 1].")
-flags.DEFINE_enum("criterion", "snip", sorted(criteria.CRITERIA) + [training.NO_PRUNING],
-                  "Pruning criterion; 'none' trains the dense model.")
+flags.DEFINE_enum("criterion", "snip", sorted(criteria.CRITERIA) + [training.NO_PRUNING, training.IMP],
+                  "Pruning criterion; 'none' trains the dense model; 'imp' prunes the final weights of "
+                  "--rewind_from by magnitude and rewinds (iterative magnitude pruning, one round).")
 flags.DEFINE_enum("scope", "global", list(selection.SCOPES),
                   "Selection: global ranking, the same fraction per layer, or ERK budgets.")
 flags.DEFINE_integer("min_kept_per_layer", 0, "Collapse guard: weights every layer keeps at least.",
@@ -69,7 +70,9 @@ flags.DEFINE_integer("update_every", 100, "--dst: steps between mask updates.")
 flags.DEFINE_integer("dst_end_step", 0, "--dst: no update from this step on (0: 3/4 of --train_steps).")
 flags.DEFINE_float("drop_fraction", 0.3, "--dst: fraction of each mask's kept weights changed at first.")
 flags.DEFINE_integer("rewind_step", -1, "Keep the weights after this step in <output_dir>/rewind.npz "
-                     "(for sniptf.rewind; -1: off).")
+                     "(for sniptf.rewind; -1: off) and the final ones in final.npz (for --rewind_from).")
+flags.DEFINE_string("rewind_from", "", "--criterion=imp: a finished run's directory (final.npz, rewind.npz): "
+                    "start from its final mask pruned by magnitude to 1 - --kappa, kept weights rewound.")
 flags.DEFINE_enum("sanity", "", ["", "shuffle", "reinit", "invert"], "A sanity check of the mask "
                   "(Frankle et al. 2021): shuffle within layers, reinitialize, or keep the lowest scores.")
 flags.DEFINE_string("output_dir", "out/train", "Output directory.")

@@ -1,11 +1,13 @@
 """Where pruning at initialization stands (issue 25): SNIP, GraSP, SynFlow and ERK-random
 masks at init, their sanity checks (shuffled, reinitialized, inverted), gradual magnitude
-pruning, SET and RigL, on one recipe (full Fashion-MNIST, standardized).
+pruning, SET, RigL and iterative magnitude pruning with rewinding, on one recipe (full
+Fashion-MNIST, standardized).
 
     sniptf-where-pai-stands --output_dir=out/where_pai_stands
 
 Resumable: each run writes <output_dir>/runs/<dataset>/<model>/<method>_<sparsity>/seed<k>/
-and finished runs are skipped. Writes results.json and table.md into --output_dir.
+and finished runs are skipped (IMP's rounds: .../imp_rounds/seed<k>/round<r>/, run first, round
+by round). Writes results.json and table.md into --output_dir.
 """
 
 from absl import app

@@ -85,23 +85,37 @@ def run_table(configs, log=print, *, runs_per_process=RUNS_PER_PROCESS, memory=N
     processes, each replaced every `runs_per_process` runs; returns all metrics.
     `memory`, if a list, gets `(output_dir, worker RSS MiB, worker peak MiB,
     worker pid)` per run."""
+    return run_stages([configs], log, runs_per_process=runs_per_process, memory=memory,
+                      processes=processes)[-1]
+
+
+def run_stages(stages, log=print, *, runs_per_process=RUNS_PER_PROCESS, memory=None, processes=1):
+    """`run_table` for runs that read earlier ones: each stage (a list of configs) starts
+    once the one before has finished, on the same worker processes. Returns the
+    metrics of each stage."""
     import multiprocessing
 
     from absl import logging as absl_logging
-    pending = [c for c in configs if not os.path.exists(os.path.join(c.output_dir, run_dir.FINISHED))]
-    if pending:
+    pending = [[c for c in stage if not os.path.exists(os.path.join(c.output_dir, run_dir.FINISHED))]
+               for stage in stages]
+    total, done = sum(len(p) for p in pending), 0
+    if total:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TF state
         with context.Pool(processes, initializer=_start_worker, initargs=(absl_logging.get_verbosity(),),
                           maxtasksperchild=runs_per_process) as pool:
-            for i, (config, used) in enumerate(zip(pending, pool.imap(_run_one, pending))):
-                log(f"[{i + 1}/{len(pending)}] {config.output_dir}: worker RSS {used[0]:.0f} MiB, "
-                    f"peak {used[1]:.0f} MiB")
-                if memory is not None:
-                    memory.append((config.output_dir, *used))
+            for stage in pending:
+                for config, used in zip(stage, pool.imap(_run_one, stage)):
+                    done += 1
+                    log(f"[{done}/{total}] {config.output_dir}: worker RSS {used[0]:.0f} MiB, "
+                        f"peak {used[1]:.0f} MiB")
+                    if memory is not None:
+                        memory.append((config.output_dir, *used))
     results = []
-    for config in configs:
-        with open(os.path.join(config.output_dir, run_dir.FINISHED)) as f:
-            results.append(json.load(f))
+    for stage in stages:
+        results.append([])
+        for config in stage:
+            with open(os.path.join(config.output_dir, run_dir.FINISHED)) as f:
+                results[-1].append(json.load(f))
     return results
 
 

@@ -12,12 +12,19 @@ test error of the best-validation checkpoint), 2 seeds, for LeNet-300-100 at
   50 updates);
 - SET and RigL from an ERK-random mask (`set`, `rigl`: every 100 steps to 3/4 of
   the budget, drop fraction 0.3).
+- iterative magnitude pruning with rewinding (`imp`, Frankle et al. 2020), one
+  trajectory per (model, seed): dense training for half the budget keeps its
+  weights at a twentieth of the budget, then each round prunes the kept weights
+  by magnitude (global) and trains from the rewound weights for half the budget;
+  the rounds go geometrically from one of the model's sparsities to the next,
+  pruning at most 40% of the kept per round (`imp_levels`). Each sparsity of the
+  table is evaluated by a full-budget run from its round's rewound ticket.
 Every run is one `training.run` (resumable: a finished run's metrics.json is
-kept). Iterative magnitude pruning with rewinding (`studies/imp.py`) is not in
-this table yet.
+kept; an IMP round starts from the previous round's directory, `rewind_from`).
 """
 
 import json
+import math
 import os
 
 import numpy as np
@@ -25,14 +32,29 @@ import numpy as np
 from sniptf import run_dir
 from sniptf import training
 from sniptf.studies.common import markdown_table
-from sniptf.studies.common import run_table
+from sniptf.studies.common import run_stages
 from sniptf.studies.criteria_comparison import BUDGETS
 
 PAI = ("snip", "grasp", "synflow", "random_erk")
 METHODS = (PAI + tuple(f"{m}_{check}" for m in PAI for check in ("shuffle", "reinit", "invert")
                        if not (m == "random_erk" and check == "invert"))
-           + ("gmp", "set", "rigl"))
+           + ("gmp", "set", "rigl", "imp"))
 SPARSITIES = {"lenet_300_100": (0.9, 0.95, 0.98, 0.99), "lenet5_caffe": (0.95, 0.99)}
+IMP_MAX_FRACTION = 0.4  # of the kept weights pruned per round (Frankle et al.: 20-40%)
+
+
+def imp_levels(sparsities, max_fraction=IMP_MAX_FRACTION):
+    """Kept fractions after each IMP round: from 1 to each of `sparsities` in turn, in
+    the fewest equal-ratio rounds that prune at most `max_fraction` of the kept per round;
+    each target lands exactly."""
+    levels, kept = [], 1.0
+    for sparsity in sorted(sparsities):
+        target = 1.0 - sparsity
+        rounds = max(1, math.ceil(math.log(target / kept) / math.log(1.0 - max_fraction) - 1e-9))
+        ratio = (target / kept) ** (1.0 / rounds)
+        levels += [round(kept * ratio ** i, 6) for i in range(1, rounds)] + [round(target, 6)]
+        kept = target
+    return levels
 
 
 def method_fields(method, sparsity, steps):
@@ -55,9 +77,48 @@ def method_fields(method, sparsity, steps):
     return fields
 
 
+def _recipe(model, dataset, budget):
+    steps, every, decay = budget
+    return dict(model=model, dataset=dataset, standardize=True, batch_size=100, train_steps=steps,
+                eval_every=every, optimizer="momentum", learning_rate=0.03, momentum=0.9,
+                lr_schedule="piecewise", lr_decay_every=decay, lr_decay_factor=0.1, weight_decay=5e-4)
+
+
+def _imp_dir(output_dir, dataset, model, seed, r):
+    return os.path.join(output_dir, dataset, model, "imp_rounds", f"seed{seed}", f"round{r:02d}")
+
+
+def imp_rounds(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), budgets=None,
+               dataset="fashion_mnist"):
+    """The IMP trajectories' training rounds, as stages: stage r holds round r of every
+    (model, seed) and reads stage r - 1 (round 0: dense, keeping the rewind point).
+    The last level needs no round of its own (its full-budget run starts from the
+    round before)."""
+    budgets = budgets or BUDGETS
+    sparsities = sparsities or SPARSITIES
+    stages = []
+    for model in models:
+        steps, every, decay = budgets[model]
+        half = max(1, steps // 2)
+        recipe = _recipe(model, dataset, (half, min(every, half), max(1, decay // 2)))
+        levels = imp_levels(sparsities[model])
+        for seed in seeds:
+            for r, kept in enumerate([1.0] + levels[:-1]):
+                if r == len(stages):
+                    stages.append([])
+                fields = (dict(criterion=training.NO_PRUNING, kappa=1.0, rewind_step=max(0, steps // 20))
+                          if r == 0 else
+                          dict(criterion=training.IMP, kappa=kept,
+                               rewind_from=_imp_dir(output_dir, dataset, model, seed, r - 1)))
+                stages[r].append(training.TrainConfig(
+                    seed=seed, **recipe, **fields, output_dir=_imp_dir(output_dir, dataset, model, seed, r)))
+    return stages
+
+
 def configs(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), methods=METHODS,
             budgets=None, dataset="fashion_mnist"):
-    """`(method, sparsity, TrainConfig)` for every run, dense ones (`method="dense"`) included.
+    """`(method, sparsity, TrainConfig)` for every run of the table, dense ones
+    (`method="dense"`) included (`imp`'s read `imp_rounds`' directories).
     `sparsities`: `{model: (sparsity, ...)}` (default `SPARSITIES`)."""
     budgets = budgets or BUDGETS
     sparsities = sparsities or SPARSITIES
@@ -66,10 +127,9 @@ def configs(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 
         raise ValueError(f"Unknown methods. Expected some of {list(METHODS)}. Received: {unknown}")
     out = []
     for model in models:
-        steps, every, decay = budgets[model]
-        recipe = dict(model=model, dataset=dataset, standardize=True, batch_size=100, train_steps=steps,
-                      eval_every=every, optimizer="momentum", learning_rate=0.03, momentum=0.9,
-                      lr_schedule="piecewise", lr_decay_every=decay, lr_decay_factor=0.1, weight_decay=5e-4)
+        steps = budgets[model][0]
+        recipe = _recipe(model, dataset, budgets[model])
+        levels = imp_levels(sparsities[model])
         for seed in seeds:
             out.append(("dense", 0.0, training.TrainConfig(
                 criterion=training.NO_PRUNING, kappa=1.0, seed=seed, **recipe,
@@ -77,8 +137,12 @@ def configs(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 
         for sparsity in sparsities[model]:
             for method in methods:
                 for seed in seeds:
+                    fields = (dict(criterion=training.IMP, kappa=round(1.0 - sparsity, 6),
+                                   rewind_from=_imp_dir(output_dir, dataset, model, seed,
+                                                        levels.index(round(1.0 - sparsity, 6))))
+                              if method == "imp" else method_fields(method, sparsity, steps))
                     out.append((method, sparsity, training.TrainConfig(
-                        seed=seed, **recipe, **method_fields(method, sparsity, steps),
+                        seed=seed, **recipe, **fields,
                         output_dir=os.path.join(output_dir, dataset, model, f"{method}_{sparsity:g}",
                                                 f"seed{seed}"))))
     return out
@@ -119,9 +183,13 @@ def table(rows):
 def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), methods=METHODS,
         budgets=None, dataset="fashion_mnist", log=print):
     """Runs what is missing; writes results.json and table.md; returns the table."""
-    planned = configs(output_dir=os.path.join(output_dir, "runs"), models=models, sparsities=sparsities,
+    runs = os.path.join(output_dir, "runs")
+    planned = configs(output_dir=runs, models=models, sparsities=sparsities,
                       seeds=seeds, methods=methods, budgets=budgets, dataset=dataset)
-    rows = summarize(planned, run_table([c for _, _, c in planned], log=log))
+    # IMP's rounds first, round by round (each reads the one before), then the table
+    stages = imp_rounds(output_dir=runs, models=models, sparsities=sparsities, seeds=seeds,
+                        budgets=budgets, dataset=dataset) if "imp" in methods else []
+    rows = summarize(planned, run_stages(stages + [[c for _, _, c in planned]], log=log)[-1])
     text = table(rows)
     os.makedirs(output_dir, exist_ok=True)
     run_dir.write_text(os.path.join(output_dir, "results.json"), json.dumps(rows, indent=2))
