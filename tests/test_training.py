@@ -228,6 +228,33 @@ def test_multi_worker_training_on_loopback(default_run, tmp_path):
     assert metrics["mask_digest_final"] == single["mask_digest_final"]
 
 
+def test_multi_worker_set_and_rigl_update_every_worker_alike(tmp_path):
+    """RigL's gradient and SET's random draw are taken from values both workers hold alike:
+    each worker's final mask (its metrics.json digest) is the same, the masks moved, the
+    count did not. The two jobs run side by side."""
+    jobs = {}
+    for dst in ("rigl", "set"):
+        out = str(tmp_path / dst)
+        cmd = [sys.executable, TRAIN, *TINY, "--kappa=0.1", f"--dst={dst}", "--update_every=5",
+               "--strategy=multi_worker", f"--output_dir={out}"]
+        jobs[dst] = (out, _workers(cmd, _loopback_cluster(2), stderr=subprocess.PIPE))
+    try:
+        errors = {dst: [p.communicate(timeout=600)[1] for p in procs] for dst, (_, procs) in jobs.items()}
+    finally:
+        for _, procs in jobs.values():
+            for p in procs:
+                p.kill()
+    for dst, (out, procs) in jobs.items():
+        for p, err in zip(procs, errors[dst]):
+            assert p.returncode == 0, err[-3000:]
+        chief = json.load(open(os.path.join(out, "metrics.json")))
+        other = json.load(open(os.path.join(out, ".workers", "1", "metrics.json")))
+        assert chief["replicas"] == 2 and chief["dst"]["method"] == dst
+        assert chief["mask_digest_final"] == other["mask_digest_final"], dst
+        assert chief["mask_digest_final"] != chief["mask_digest_at_prune"], dst  # updates happened
+        assert chief["final_sparsity"] == pytest.approx(chief["sparsity"]) == pytest.approx(0.9, abs=1e-4)
+
+
 def test_multi_worker_killed_worker_then_restarted_job_resumes(tmp_path):
     """One of two workers is killed mid-training; the job is restarted (as a cluster
     manager does: every worker, the same command): all resume from the same backup,
@@ -412,8 +439,9 @@ def test_train_flags_for_masks_that_change_during_training(tmp_path):
     train = _load("train")
     runs = {
         "gmp": ["--criterion=none", "--gradual_pruning_final_sparsity=0.9", "--gradual_pruning_begin_step=4",
-                "--gradual_pruning_end_step=16", "--gradual_pruning_frequency=4"],
-        "rigl": ["--kappa=0.1", "--dst=rigl", "--update_every=5", "--rewind_step=3"],
+                "--gradual_pruning_end_step=16", "--gradual_pruning_frequency=4", "--rewind_step=3"],
+        # the next IMP round from the GMP run (RigL and SET: the multi-worker test)
+        "imp": ["--criterion=imp", "--kappa=0.05", f"--rewind_from={tmp_path / 'gmp'}"],
         "shuffle": ["--kappa=0.1", "--sanity=shuffle"],
     }
     found = {}
@@ -426,11 +454,11 @@ def test_train_flags_for_masks_that_change_during_training(tmp_path):
     assert gmp["gradual_pruning"] == {"final_sparsity": 0.9, "initial_sparsity": 0.0, "begin_step": 4,
                                       "end_step": 16, "frequency": 4}
     assert gmp["final_sparsity"] == pytest.approx(0.9, abs=1e-6) and gmp["criterion"] == "none"
-    rigl, out = found["rigl"]
-    assert rigl["dst"]["method"] == "rigl" and rigl["rewind_step"] == 3
-    assert rigl["mask_digest_final"] != rigl["mask_digest_at_prune"]  # the mask moved
-    assert rigl["final_sparsity"] == pytest.approx(rigl["sparsity"])  # the count did not
-    assert os.path.exists(os.path.join(out, "rewind.npz"))
+    assert gmp["rewind_step"] == 3
+    assert all(os.path.exists(os.path.join(found["gmp"][1], n)) for n in ("rewind.npz", "final.npz"))
+    imp, _ = found["imp"]
+    assert imp["criterion"] == "imp" and imp["rewind_from"] == str(tmp_path / "gmp")
+    assert imp["sparsity"] == pytest.approx(0.95, abs=1e-6) and imp["final_sparsity"] == imp["sparsity"]
     shuffle, _ = found["shuffle"]
     assert shuffle["sanity"] == "shuffle" and shuffle["sparsity"] == pytest.approx(0.9, abs=1e-4)
     with pytest.raises(app.UsageError, match="--sanity='shuffle' with --criterion='none'"):
