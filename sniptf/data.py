@@ -169,28 +169,34 @@ def load(name, split, *, batch_size=None, shuffle=False, seed=None,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-Splits = collections.namedtuple("Splits", "train validation test score_batch")
+Splits = collections.namedtuple("Splits", "train validation test score_batch score_data")
 
 
-def load_splits(name, batch_size, *, seed=0, repeat_train=False, standardize=False):
-    """Train (shuffled with `seed`), validation and test batches plus one scoring batch.
+def load_splits(name, batch_size, *, seed=0, repeat_train=False, standardize=False, score_batches=1):
+    """Train (shuffled with `seed`), validation and test batches plus the scoring data.
 
     The scoring batch is the first batch of another shuffle of train (seed
-    `seed + 1`): the authors' one shuffled training batch. Seed the global
-    RNG first (`keras.utils.set_random_seed`): tf.data's seeded shuffles
-    depend on it too.
+    `seed + 1`): the authors' one shuffled training batch; `score_data` is the
+    first `score_batches` batches of that shuffle (the scoring batch itself when
+    1, else a dataset). Seed the global RNG first (`keras.utils.set_random_seed`):
+    tf.data's seeded shuffles depend on it too.
 
     Args:
         repeat_train: drop the last partial train batch and repeat forever
             (for step-counted training).
         standardize: every split standardized with the training statistics.
+        score_batches: batches to score on (an int >= 1).
     """
+    if isinstance(score_batches, bool) or not isinstance(score_batches, int) or score_batches < 1:
+        raise ValueError(f"Expected score_batches to be an int >= 1. Received: score_batches={score_batches!r}")
     kw = {"batch_size": batch_size, "standardize": standardize}
     train = load(name, "train", shuffle=True, seed=seed, drop_remainder=repeat_train, **kw)
     if repeat_train:
         train = train.repeat()
-    score_batch = next(iter(load(name, "train", shuffle=True, seed=seed + 1, **kw)))
-    return Splits(train, load(name, "validation", **kw), load(name, "test", **kw), score_batch)
+    scoring = load(name, "train", shuffle=True, seed=seed + 1, **kw)
+    score_batch = next(iter(scoring))
+    score_data = score_batch if score_batches == 1 else scoring.take(score_batches)
+    return Splits(train, load(name, "validation", **kw), load(name, "test", **kw), score_batch, score_data)
 
 
 def _data_dir(data_dir):

@@ -111,6 +111,8 @@ class TrainConfig:
     criterion: str = "snip"
     scope: str = "global"
     min_kept_per_layer: int = 0
+    score_batches: int = 1  # batches the criterion scores on (gradients summed)
+    isometry_steps: int = 0  # > 0: approximate isometry on the pruned kernels (Lee et al. 2020)
     batch_size: int = 100
     train_steps: int = 1000
     eval_every: int = 100
@@ -184,7 +186,7 @@ def prepare(config):
     if config.criterion != NO_PRUNING:
         selection.check_kappa(config.kappa)
     _check_rewind_from(config)
-    for name in ("batch_size", "train_steps", "eval_every"):
+    for name in ("batch_size", "train_steps", "eval_every", "score_batches"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Expected {name} to be an int >= 1. Received: {name}={value!r}")
@@ -208,6 +210,14 @@ def prepare(config):
     if config.sanity == "invert" and config.criterion == IMP:
         raise ValueError(f"sanity='invert' keeps the lowest scores of a criterion at init; an IMP mask "
                          f"takes 'shuffle' or 'reinit'. Received: sanity={config.sanity!r} with "
+                         f"criterion={config.criterion!r}")
+    if isinstance(config.isometry_steps, bool) or not isinstance(config.isometry_steps, int) \
+            or config.isometry_steps < 0:
+        raise ValueError(f"Expected isometry_steps to be an int >= 0 (0: off). "
+                         f"Received: isometry_steps={config.isometry_steps!r}")
+    if config.isometry_steps and config.criterion in (NO_PRUNING, IMP):
+        raise ValueError(f"isometry_steps restores signal propagation after pruning at init; pick a "
+                         f"criterion. Received: isometry_steps={config.isometry_steps!r} with "
                          f"criterion={config.criterion!r}")
     if isinstance(config.rewind_step, bool) or not isinstance(config.rewind_step, int) or config.rewind_step < -1:
         raise ValueError(f"Expected rewind_step to be an int >= 0 (or -1: off). "
@@ -338,8 +348,9 @@ def _run_locked(plan, strategy, out, wall_start):
     if config.overwrite:
         run_dir.clear(out)  # under the lock: start over, nothing of the old run left
     splits = data_lib.load_splits(config.dataset, config.batch_size, seed=config.seed,
-                                  repeat_train=True, standardize=config.standardize)
-    dense, model = _build(plan, strategy, splits.score_batch)
+                                  repeat_train=True, standardize=config.standardize,
+                                  score_batches=config.score_batches)
+    dense, model = _build(plan, strategy, splits.score_data)
     digest_at_prune = mask_digest(model)
     effective = _effective(model) if config.criterion != NO_PRUNING else None
     best_model, backup, divergence, steps = _fit(plan, strategy, model, splits, out)
@@ -371,7 +382,7 @@ def _effective(model):
             "taken_whole": [name for name, _ in report.whole]}
 
 
-def _build(plan, strategy, score_batch):
+def _build(plan, strategy, score_data):
     """The dense model and the model trained: pruned at init (or the dense one) and
     compiled, under `strategy`."""
     config = plan.config
@@ -385,10 +396,11 @@ def _build(plan, strategy, score_batch):
             model = rewinding.next_round(wrap(dense), config.rewind_from, 1.0 - config.kappa,
                                          scope=config.scope)
         else:
-            model = prune(dense, score_batch, kappa=config.kappa,
+            model = prune(dense, score_data, kappa=config.kappa,
                           criterion=config.criterion, seed=config.seed, scope=config.scope,
-                          min_kept_per_layer=config.min_kept_per_layer,
-                          invert=config.sanity == "invert")
+                          min_kept_per_layer=config.min_kept_per_layer, num_batches=config.score_batches,
+                          invert=config.sanity == "invert",
+                          isometry={"steps": config.isometry_steps} if config.isometry_steps else False)
         if config.sanity == "shuffle":  # prepare refused a sanity check without a mask
             model = sanity_lib.shuffle_within_layers(model, seed=config.seed)
         elif config.sanity == "reinit":
@@ -466,6 +478,8 @@ def _metrics(plan, strategy, dense, model, best, best_model, backup, divergence,
         "model": config.model, "dataset": config.dataset, "standardize": config.standardize,
         "criterion": config.criterion, "scope": config.scope,
         "min_kept_per_layer": config.min_kept_per_layer,
+        "score_batches": config.score_batches,
+        "isometry_steps": config.isometry_steps,
         "kappa": config.kappa if config.criterion != NO_PRUNING else 1.0,
         "dense_parameters": int(dense.count_params()),
         "prunable_weights": report.total.total if report else None,

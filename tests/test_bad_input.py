@@ -105,6 +105,8 @@ MODEL_CASES = {  # name: (call on (model, pruned, tmp), error, what the message 
                                  "Received: split='trainn'"),
     "data.load_splits: batch 0": (lambda m, p, d: data.load_splits("mnist10k", 0), ValueError,
                                   "Received: batch_size=0"),
+    "data.load_splits: 0 scoring batches": (lambda m, p, d: data.load_splits("mnist10k", 10, score_batches=0),
+                                            ValueError, "Received: score_batches=0"),
     "models.get: unknown": (lambda m, p, d: models.get("nope", (28, 28, 1), 10), ValueError,
                             "Received: name='nope'"),
     "models.get: a conv net on vectors": (lambda m, p, d: models.get("lenet5_caffe", (28,), 10), ValueError,

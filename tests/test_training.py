@@ -443,6 +443,7 @@ def test_train_flags_for_masks_that_change_during_training(tmp_path):
         # the next IMP round from the GMP run (RigL and SET: the multi-worker test)
         "imp": ["--criterion=imp", "--kappa=0.05", f"--rewind_from={tmp_path / 'gmp'}"],
         "shuffle": ["--kappa=0.1", "--sanity=shuffle"],
+        "scored": ["--kappa=0.1", "--score_batches=3", "--isometry_steps=5"],
     }
     found = {}
     for name, extra in runs.items():
@@ -459,6 +460,12 @@ def test_train_flags_for_masks_that_change_during_training(tmp_path):
     imp, _ = found["imp"]
     assert imp["criterion"] == "imp" and imp["rewind_from"] == str(tmp_path / "gmp")
     assert imp["sparsity"] == pytest.approx(0.95, abs=1e-6) and imp["final_sparsity"] == imp["sparsity"]
+    scored, _ = found["scored"]
+    assert (scored["score_batches"], scored["isometry_steps"]) == (3, 5)
+    assert scored["sparsity"] == pytest.approx(0.9, abs=1e-4)
+    with pytest.raises(app.UsageError, match="--isometry_steps=5 with --criterion='none'"):
+        _run_main(train, ["train", *TINY, "--criterion=none", "--isometry_steps=5",
+                          f"--output_dir={tmp_path / 'z'}"])
     shuffle, _ = found["shuffle"]
     assert shuffle["sanity"] == "shuffle" and shuffle["sparsity"] == pytest.approx(0.9, abs=1e-4)
     with pytest.raises(app.UsageError, match="--sanity='shuffle' with --criterion='none'"):

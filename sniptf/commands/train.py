@@ -40,6 +40,9 @@ flags.DEFINE_enum("scope", "global", list(selection.SCOPES),
                   "Selection: global ranking, the same fraction per layer, or ERK budgets.")
 flags.DEFINE_integer("min_kept_per_layer", 0, "Collapse guard: weights every layer keeps at least.",
                      lower_bound=0)
+flags.DEFINE_integer("score_batches", 1, "Batches the criterion scores on (gradients summed).", lower_bound=1)
+flags.DEFINE_integer("isometry_steps", 0, "Approximate isometry on the pruned kernels for this many steps "
+                     "(Lee et al., ICLR 2020; 0: off).", lower_bound=0)
 flags.DEFINE_integer("batch_size", 100, "Global batch size.", lower_bound=1)
 flags.DEFINE_integer("train_steps", 1000, "Training steps.", lower_bound=1)
 flags.DEFINE_integer("eval_every", 100, "Steps between validations, checkpoints and backups "
