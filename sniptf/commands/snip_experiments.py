@@ -35,6 +35,8 @@ flags.DEFINE_multi_enum("table_criteria", list(snip.CRITERIA), list(snip.CRITERI
 flags.DEFINE_integer("epochs_scale", 100, "Percent of the default training budgets.", lower_bound=1)
 flags.DEFINE_integer("sequential_epochs", 20, "Epochs of the LSTM/GRU runs.", lower_bound=1)
 flags.DEFINE_integer("memorization_epochs", 100, "Epochs on shuffled labels.", lower_bound=1)
+flags.DEFINE_multi_enum("memorization_datasets", ["mnist10k"], sorted({d for d, _ in snip.BUDGETS}),
+                        "Datasets of the memorization experiment (repeat the flag for several).")
 flags.DEFINE_string("output_dir", "out/snip", "results.json, tables.md, flags.txt and runs/ go here.")
 flags.DEFINE_string("figures_dir", "out/snip/figures", "PNG figures go here.")
 
@@ -51,6 +53,7 @@ def main(argv):
         FLAGS.experiments, output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir,
         datasets=FLAGS.datasets, seeds=FLAGS.seeds, epochs_scale=FLAGS.epochs_scale,
         sequential_epochs=FLAGS.sequential_epochs, memorization_epochs=FLAGS.memorization_epochs,
+        memorization_datasets=tuple(FLAGS.memorization_datasets),
         models=tuple(FLAGS.models), table_criteria=tuple(FLAGS.table_criteria),
         log=logging.info)
     print(tables)

@@ -176,11 +176,14 @@ def memorization(*, dataset="mnist10k", kappa=0.05, epochs=100, batch_size=100,
 
 def run_experiments(experiments, *, output_dir, figures_dir, datasets=("mnist10k", "fashion_mnist"),
                     seeds=(0, 1, 2), epochs_scale=100, sequential_epochs=20, memorization_epochs=100,
-                    models=tuple(TABLE_KAPPAS), table_criteria=CRITERIA,
+                    memorization_datasets=("mnist10k",), models=tuple(TABLE_KAPPAS), table_criteria=CRITERIA,
                     log=print):
     """Runs the named experiments (`EXPERIMENTS`), recording each into
     `<output_dir>/results.json` as it finishes (so a rerun keeps the others),
-    figures into `figures_dir` and tables into `<output_dir>/tables.md`.
+    figures into `figures_dir` and tables into `<output_dir>/tables.md` (the
+    tables of everything recorded there, not only of this call's experiments).
+    The memorization experiment runs on each of `memorization_datasets`
+    (recorded as `memorization` for mnist10k, `memorization_<dataset>` else).
 
     Returns:
         The markdown tables.
@@ -201,29 +204,32 @@ def run_experiments(experiments, *, output_dir, figures_dir, datasets=("mnist10k
             rows = summarize(run_table(configs, log=log))
             results["table"] = rows
             results["table_budgets"] = {f"{d}/{m}": b for (d, m), b in budgets.items()}
-            tables.append(table_markdown(rows))
             plots.layer_sparsity([r for r in rows if r["criterion"] == "snip" and r["dataset"] == datasets[0]],
                                  os.path.join(figures_dir, "snip_layer_sparsity.png"),
                                  title=f"SNIP: kept weights per layer ({datasets[0]}, seed {seeds[0]})")
         elif name == "sequential":
-            rows = sequential(epochs=sequential_epochs)
-            results["sequential"] = rows
-            tables.append(sequential_markdown(rows))
+            results["sequential"] = sequential(epochs=sequential_epochs)
         elif name == "patterns":
             maps = first_layer_patterns()
             results["patterns"] = {str(b): m.tolist() for b, m in maps.items()}
             plots.mask_patterns(maps, os.path.join(figures_dir, "snip_patterns.png"),
                                 title="LeNet-300-100 first-layer connections kept per pixel (SNIP, 95% sparse)")
         elif name == "memorization":
-            result = memorization(epochs=memorization_epochs)
-            results["memorization"] = result
-            plots.memorization(result, os.path.join(figures_dir, "snip_memorization.png"),
-                               title="LeNet-300-100 on mnist10k with shuffled labels")
+            for dataset in memorization_datasets:
+                result = memorization(dataset=dataset, epochs=memorization_epochs)
+                suffix = "" if dataset == "mnist10k" else f"_{dataset}"
+                results["memorization" + suffix] = result
+                plots.memorization(result, os.path.join(figures_dir, f"snip_memorization{suffix}.png"),
+                                   title=f"LeNet-300-100 on {dataset} with shuffled labels")
         else:
             raise ValueError(f"Unknown experiment. Expected one of {EXPERIMENTS}. Received: {name!r}")
         seconds[name] = time.perf_counter() - start
         log(f"{name} took {seconds[name]:.0f} s")
         run_dir.write_text(results_path, json.dumps(results, indent=1))
+    if "table" in results:
+        tables.append(table_markdown(results["table"]))
+    if "sequential" in results:
+        tables.append(sequential_markdown(results["sequential"]))
     text = "\n".join(tables)
     run_dir.write_text(os.path.join(output_dir, "tables.md"), text)
     return text
