@@ -208,5 +208,6 @@ def test_where_pai_stands_plan_and_smoke(tmp_path):
     round1 = json.load(open(out / "runs/mnist10k/lenet_300_100/imp_rounds/seed0/round01/metrics.json"))
     assert round1["sparsity"] == pytest.approx(1 - 0.707107, abs=1e-5) and round1["criterion"] == "imp"
     assert "| lenet_300_100 | 50% |" in (out / "table.md").read_text()
+    assert (out / "error_vs_sparsity.png").stat().st_size > 5_000
     with pytest.raises(flags.IllegalFlagValueError, match="methods"):
         _run(module, ["where_pai_stands", "--methods=lth", f"--output_dir={out}"])

@@ -287,3 +287,42 @@ def error_vs_steps(rows, path, title=""):
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def where_pai_stands(rows, path, title=""):
+    """Test error (mean ± std) against sparsity, one column per model: on top each PaI
+    mask (solid) with its shuffled (dashed), reinitialized (dash-dot) and inverted
+    (dotted) checks in its colour; below the PaI masks against GMP, SET, RigL and IMP.
+    `rows` as `where_pai_stands.summarize` returns them; dense as a grey line."""
+    pai = ("snip", "grasp", "synflow", "random_erk")
+    colours = dict(zip(pai + ("gmp", "set", "rigl", "imp"), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    styles = {"": "-", "shuffle": "--", "reinit": "-.", "invert": ":"}
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(2, len(models), figsize=(5.6 * len(models), 8.4), squeeze=False)
+    fig.subplots_adjust(hspace=0.32)
+    for column, model in enumerate(models):
+        mine = [r for r in rows if r["model"] == model]
+        for row, methods in enumerate((
+                [(m, m + (f"_{c}" if c else ""), c) for m in pai for c in styles],
+                [(m, m, "") for m in pai + ("gmp", "set", "rigl", "imp")])):
+            ax = axes[row][column]
+            for base, method, check in methods:
+                pts = sorted((r["sparsity"], r["test_error_mean"], r["test_error_std"])
+                             for r in mine if r["method"] == method)
+                if not pts:
+                    continue
+                s, m, sd = zip(*pts)
+                ax.errorbar([100 * v for v in s], m, yerr=sd, marker="o", markersize=3, capsize=2,
+                            color=colours[base], linestyle=styles[check], label=method, alpha=0.85)
+            dense = [r["test_error_mean"] for r in mine if r["method"] == "dense"]
+            if dense:
+                ax.axhline(dense[0], color="grey", linewidth=0.8, label="dense")
+            ax.set_yscale("log")
+            ax.set_xlabel("sparsity (%)")
+            ax.set_ylabel("test error (%), log scale")
+            ax.set_title(f"{model}: {'PaI masks and their sanity checks' if row == 0 else 'PaI vs GMP, SET, RigL, IMP'}",
+                         fontsize=9)
+            ax.legend(fontsize=6, ncol=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -182,7 +182,8 @@ def table(rows):
 
 def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), methods=METHODS,
         budgets=None, dataset="fashion_mnist", log=print):
-    """Runs what is missing; writes results.json and table.md; returns the table."""
+    """Runs what is missing; writes results.json, table.md and error_vs_sparsity.png;
+    returns the table."""
     runs = os.path.join(output_dir, "runs")
     planned = configs(output_dir=runs, models=models, sparsities=sparsities,
                       seeds=seeds, methods=methods, budgets=budgets, dataset=dataset)
@@ -194,4 +195,7 @@ def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), 
     os.makedirs(output_dir, exist_ok=True)
     run_dir.write_text(os.path.join(output_dir, "results.json"), json.dumps(rows, indent=2))
     run_dir.write_text(os.path.join(output_dir, "table.md"), text)
+    from sniptf.studies import plots  # matplotlib only once there is something to draw
+    plots.where_pai_stands(rows, os.path.join(output_dir, "error_vs_sparsity.png"),
+                           title=f"Where PaI stands ({dataset}, {len(seeds)} seed(s))")
     return text
