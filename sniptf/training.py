@@ -241,6 +241,9 @@ def _check_rewind_from(config):
     if not config.rewind_from:
         raise ValueError(f"criterion='{IMP}' prunes the masks of a previous run: name its directory. "
                          f"Received: rewind_from={config.rewind_from!r}")
+    if os.path.abspath(config.rewind_from) == os.path.abspath(config.output_dir):
+        raise ValueError(f"A round writes a new run: rewind_from must name another directory than "
+                         f"output_dir. Received: rewind_from={config.rewind_from!r}")
     for name in ("final.npz", "rewind.npz"):
         if not os.path.exists(os.path.join(config.rewind_from, name)):
             raise ValueError(f"No {name} in {config.rewind_from!r}: rewind_from takes a finished run that "
