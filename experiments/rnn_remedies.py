@@ -31,9 +31,9 @@ from absl import flags
 
 import sniptf
 from sniptf import run_dir
-from sniptf import training
 from sniptf import transform
 from sniptf.studies import snip_budgets
+from sniptf.studies.common import run_here
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "out/rnn_remedies", "runs/ and results.json go here.")
@@ -94,12 +94,7 @@ def main(argv):
         for variant in VARIANTS:
             for seed in map(int, FLAGS.seeds):
                 config = variant_config(model, variant, seed, runs_dir)
-                path = os.path.join(config.output_dir, run_dir.FINISHED)
-                if not os.path.exists(path):
-                    training.run(config)
-                    keras.backend.clear_session()
-                with open(path) as f:
-                    metrics = json.load(f)
+                metrics = run_here(config)
                 results.append({"model": model, "variant": variant, "seed": seed, "steps": FLAGS.steps,
                                 "sparsity": metrics["sparsity"], "test_error": 100 * metrics["test_error"],
                                 "validation_error": 100 * metrics["validation_error"],

@@ -24,8 +24,8 @@ from absl import flags
 
 from sniptf import data as data_lib
 from sniptf import run_dir
-from sniptf import training
 from sniptf.studies import snip_budgets
+from sniptf.studies.common import run_here
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "out/snip_gap_causes", "runs/ and results.json go here.")
@@ -56,12 +56,7 @@ def main(argv):
                 base = snip_budgets.run_config(plan, criterion, sparsity, FLAGS.steps, seed, FLAGS.output_dir)
                 config = dataclasses.replace(base, **fields, output_dir=os.path.join(
                     FLAGS.output_dir, "runs", variant, criterion, f"seed{seed}"))
-                path = os.path.join(config.output_dir, run_dir.FINISHED)
-                if not os.path.exists(path):
-                    training.run(config)
-                    keras.backend.clear_session()
-                with open(path) as f:
-                    metrics = json.load(f)
+                metrics = run_here(config)
                 results.append({"variant": variant, "criterion": criterion, "sparsity": sparsity, "seed": seed,
                                 "dataset": config.dataset, "steps": config.train_steps,
                                 "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,

@@ -80,6 +80,18 @@ def _run_one(config):
     return status["VmRSS"], status["VmHWM"], os.getpid()
 
 
+def run_here(config):
+    """Runs `config` in this process unless its run directory holds a finished run
+    (for studies whose runs need this process, e.g. a criterion registered here);
+    returns its metrics."""
+    path = os.path.join(config.output_dir, run_dir.FINISHED)
+    if not os.path.exists(path):
+        training.run(config)
+        keras.backend.clear_session()
+    with open(path) as f:
+        return json.load(f)
+
+
 def run_table(configs, log=print, *, runs_per_process=RUNS_PER_PROCESS, memory=None, processes=1):
     """Runs every config whose metrics.json is missing, in `processes` worker
     processes, each replaced every `runs_per_process` runs; returns all metrics.
