@@ -209,5 +209,9 @@ def test_where_pai_stands_plan_and_smoke(tmp_path):
     assert round1["sparsity"] == pytest.approx(1 - 0.707107, abs=1e-5) and round1["criterion"] == "imp"
     assert "| lenet_300_100 | 50% |" in (out / "table.md").read_text()
     assert (out / "error_vs_sparsity.png").stat().st_size > 5_000
+    # --report_only runs nothing: GMP, never run here, is not in the table
+    _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.5",
+                  "--seeds=0", "--methods=gmp", "--budget_percent=1", "--report_only", f"--output_dir={out}"])
+    assert {r["method"] for r in json.load(open(out / "results.json"))} == {"dense"}
     with pytest.raises(flags.IllegalFlagValueError, match="methods"):
         _run(module, ["where_pai_stands", "--methods=lth", f"--output_dir={out}"])

@@ -74,6 +74,11 @@ def test_study_killed_and_resumed(tmp_path):
     assert os.path.exists(finished[0]), "the first run never finished"
     done_before = {p: os.stat(p).st_mtime_ns for p in finished if os.path.exists(p)}
     assert len(done_before) < len(finished), "the study finished before it was killed"
+    # a report of the runs finished so far, running nothing
+    study.run(output_dir=out, figures_dir=out + "/fig", study_plans=TINY, long_seeds=(0,), report_only=True)
+    partial = json.load(open(os.path.join(out, "results.json")))
+    assert not partial["complete"] and len(partial["runs"]) == len(done_before)
+    assert {p: os.stat(p).st_mtime_ns for p in finished if os.path.exists(p)} == done_before
     subprocess.run([sys.executable, "-c", _DRIVER, out], check=True, timeout=300,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for p, mtime in done_before.items():

@@ -22,6 +22,8 @@ flags.DEFINE_multi_enum("models", [p.model for p in study.PLANS], [p.model for p
                         "Models (each with its plan's dataset, sparsities and budgets).")
 flags.DEFINE_integer("processes", 1, "Runs at once (worker processes).", lower_bound=1)
 flags.DEFINE_string("output_dir", "out/snip_budgets", "results.json, table.md and runs/ go here.")
+flags.DEFINE_bool("report_only", False, "Run nothing: write results.json, table.md and the figure from "
+                  "the runs finished so far (e.g. while the study runs in another process).")
 flags.DEFINE_string("figures_dir", "out/snip_budgets/figures", "The figure goes here.")
 
 
@@ -31,7 +33,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     prepare_output("output_dir", "figures_dir")
     print(study.run(output_dir=FLAGS.output_dir, figures_dir=FLAGS.figures_dir, models=FLAGS.models,
-                    processes=FLAGS.processes, log=logging.info))
+                    processes=FLAGS.processes, report_only=FLAGS.report_only, log=logging.info))
 
 
 def run():

@@ -196,12 +196,17 @@ def write(output_dir, figures_dir, study_plans, study_configs):
 
 
 def run(*, output_dir, figures_dir, models=None, study_plans=None, long_seeds=LONG_SEEDS,
-        processes=1, runs_per_process=10, log=print):
+        processes=1, runs_per_process=10, report_only=False, log=print):
     """Runs every run not yet finished, then writes results.json, table.md and the
     figure; returns the table. `study_plans` (a tuple of `Plan`) replaces `PLANS`
-    (smoke tests, a user's own models); `models` picks from them."""
+    (smoke tests, a user's own models); `models` picks from them. `report_only`:
+    runs nothing, writes them from the runs finished so far (while the study runs
+    elsewhere)."""
     study_plans = plans(models, study_plans)
     study_configs = configs(study_plans, os.path.join(output_dir, "runs"), long_seeds=long_seeds)
+    if report_only:
+        os.makedirs(figures_dir, exist_ok=True)
+        return write(output_dir, figures_dir, study_plans, study_configs)
     for config in study_configs:  # every value checked before any run
         if not os.path.exists(os.path.join(config.output_dir, run_dir.FINISHED)):
             training.prepare(config)

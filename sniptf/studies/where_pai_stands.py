@@ -181,21 +181,26 @@ def table(rows):
 
 
 def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), methods=METHODS,
-        budgets=None, dataset="fashion_mnist", log=print):
+        budgets=None, dataset="fashion_mnist", report_only=False, log=print):
     """Runs what is missing; writes results.json, table.md and error_vs_sparsity.png;
-    returns the table."""
+    returns the table. `report_only`: runs nothing, writes them from the runs finished
+    so far."""
     runs = os.path.join(output_dir, "runs")
     planned = configs(output_dir=runs, models=models, sparsities=sparsities,
                       seeds=seeds, methods=methods, budgets=budgets, dataset=dataset)
-    # IMP's rounds first, round by round (each reads the one before), then the table
-    stages = imp_rounds(output_dir=runs, models=models, sparsities=sparsities, seeds=seeds,
-                        budgets=budgets, dataset=dataset) if "imp" in methods else []
+    if report_only:  # the runs finished so far (the study may be running elsewhere)
+        planned = [p for p in planned if os.path.exists(os.path.join(p[2].output_dir, run_dir.FINISHED))]
+        stages = []
+    else:  # IMP's rounds first, round by round (each reads the one before), then the table
+        stages = imp_rounds(output_dir=runs, models=models, sparsities=sparsities, seeds=seeds,
+                            budgets=budgets, dataset=dataset) if "imp" in methods else []
     rows = summarize(planned, run_stages(stages + [[c for _, _, c in planned]], log=log)[-1])
     text = table(rows)
     os.makedirs(output_dir, exist_ok=True)
     run_dir.write_text(os.path.join(output_dir, "results.json"), json.dumps(rows, indent=2))
     run_dir.write_text(os.path.join(output_dir, "table.md"), text)
-    from sniptf.studies import plots  # matplotlib only once there is something to draw
-    plots.where_pai_stands(rows, os.path.join(output_dir, "error_vs_sparsity.png"),
-                           title=f"Where PaI stands ({dataset}, {len(seeds)} seed(s))")
+    if rows:
+        from sniptf.studies import plots  # matplotlib only once there is something to draw
+        plots.where_pai_stands(rows, os.path.join(output_dir, "error_vs_sparsity.png"),
+                               title=f"Where PaI stands ({dataset}, {len(seeds)} seed(s))")
     return text
