@@ -31,6 +31,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "out/snip_gap_causes", "runs/ and results.json go here.")
 flags.DEFINE_integer("steps", 4320, "Training budget (8 epochs of Fashion-MNIST).", lower_bound=1)
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
+flags.DEFINE_list("variants", [], "Recipes to run (default: all of VARIANTS).")
 VARIANTS = {"base": {}, "no_weight_decay": {"weight_decay": 0.0}, "lr_0.1": {"learning_rate": 0.1},
             "lr_0.01": {"learning_rate": 0.01}, "standardized": {"standardize": True},
             "mnist10k": {"dataset": "mnist10k"}}
@@ -49,13 +50,17 @@ def train_error(config):
 def main(argv):
     del argv
     plan = next(p for p in snip_budgets.PLANS if p.model == "lenet_300_100")
+    unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
+    if unknown:
+        raise app.UsageError(f"Unknown --variants. Expected some of {list(VARIANTS)}. Received: {unknown}")
+    variants = {v: f for v, f in VARIANTS.items() if v in (FLAGS.variants or VARIANTS)}
     results = []
-    for variant, fields in VARIANTS.items():
+    for variant, fields in variants.items():
         for criterion, sparsity in (("dense", 0.0), ("snip", 0.95)):
             for seed in map(int, FLAGS.seeds):
                 base = snip_budgets.run_config(plan, criterion, sparsity, FLAGS.steps, seed, FLAGS.output_dir)
                 config = dataclasses.replace(base, **fields, output_dir=os.path.join(
-                    FLAGS.output_dir, "runs", variant, criterion, f"seed{seed}"))
+                    FLAGS.output_dir, "runs", variant, criterion, f"steps{FLAGS.steps}", f"seed{seed}"))
                 metrics = run_here(config)
                 results.append({"variant": variant, "criterion": criterion, "sparsity": sparsity, "seed": seed,
                                 "dataset": config.dataset, "steps": config.train_steps,
@@ -67,7 +72,7 @@ def main(argv):
                 run_dir.write_text(os.path.join(FLAGS.output_dir, "results.json"), json.dumps(results, indent=1))
     print("| variant | dense test | SNIP test | gap | dense train | SNIP train | train gap |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for variant in VARIANTS:
+    for variant in variants:
         d = [r for r in results if r["variant"] == variant and r["criterion"] == "dense"]
         s = [r for r in results if r["variant"] == variant and r["criterion"] == "snip"]
         mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)
