@@ -370,3 +370,10 @@ def test_a_users_workload_registers_and_is_refused_when_malformed():
         dps.register_workload({"name": "x"})
     with pytest.raises(ValueError, match="Received: name='resnet_9000'"):
         dps.register_workload(dataclass_replace(workload, model="resnet_9000"))
+
+
+def test_summary_shows_a_runaway_interval_bound_in_two_significant_digits():
+    from sniptf.studies.data_parallelism import results as results_lib
+    assert results_lib._interval([0.0, 246830319126.7], "{:.1f}") == "[0.0, 2.5e+11]"
+    assert results_lib._interval([38.6, 207.04], "{:.1f}") == "[38.6, 207.0]"
+    assert results_lib._interval(None, "{:.1f}") == "—"

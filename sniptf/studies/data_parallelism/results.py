@@ -150,7 +150,12 @@ def collect(spec, records):
 
 
 def _interval(ci, fmt):
-    return f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if ci else "—"
+    """`[lo, hi]` in `fmt`, a bound past 1e5 in 2 significant digits (a bootstrap of few
+    points can put c2 near 0, and B_crit's upper bound at 1e11)."""
+    if not ci:
+        return "—"
+    number = lambda v: fmt.format(v) if abs(v) < 1e5 else f"{v:.2g}"
+    return f"[{number(ci[0])}, {number(ci[1])}]"
 
 
 def summary_markdown(results):
