@@ -199,18 +199,21 @@ def test_where_pai_stands_plan_and_smoke(tmp_path):
     # the command runs the missing runs, IMP's rounds first, and writes the table
     module = _load("where_pai_stands")
     out = tmp_path / "out"
-    _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.5",
+    # (30%: one round of at most 40%, so the run at 30% starts from round 0, the dense one)
+    _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.3",
                   "--seeds=0", "--methods=imp", "--budget_percent=1", f"--output_dir={out}"])
     rows = json.load(open(out / "results.json"))
     assert {r["method"] for r in rows} == {"dense", "imp"}
     imp = next(r for r in rows if r["method"] == "imp")
-    assert imp["final_sparsity"] == pytest.approx(0.5, abs=1e-6) and 0.0 <= imp["test_error_mean"] <= 100.0
-    round1 = json.load(open(out / "runs/mnist10k/lenet_300_100/imp_rounds/seed0/round01/metrics.json"))
-    assert round1["sparsity"] == pytest.approx(1 - 0.707107, abs=1e-5) and round1["criterion"] == "imp"
-    assert "| lenet_300_100 | 50% |" in (out / "table.md").read_text()
+    assert imp["final_sparsity"] == pytest.approx(0.3, abs=1e-6) and 0.0 <= imp["test_error_mean"] <= 100.0
+    rounds = out / "runs/mnist10k/lenet_300_100/imp_rounds/seed0"
+    ran = json.load(open(out / "runs/mnist10k/lenet_300_100/imp_0.3/seed0/metrics.json"))
+    assert (ran["criterion"], ran["rewind_from"]) == ("imp", str(rounds / "round00"))
+    assert sorted(p.name for p in rounds.iterdir()) == ["round00"]
+    assert "| lenet_300_100 | 30% |" in (out / "table.md").read_text()
     assert (out / "error_vs_sparsity.png").stat().st_size > 5_000
     # --report_only runs nothing: GMP, never run here, is not in the table
-    _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.5",
+    _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.3",
                   "--seeds=0", "--methods=gmp", "--budget_percent=1", "--report_only", f"--output_dir={out}"])
     assert {r["method"] for r in json.load(open(out / "results.json"))} == {"dense"}
     with pytest.raises(flags.IllegalFlagValueError, match="methods"):
