@@ -176,10 +176,12 @@ def load_splits(name, batch_size, *, seed=0, repeat_train=False, standardize=Fal
     """Train (shuffled with `seed`), validation and test batches plus the scoring data.
 
     The scoring batch is the first batch of another shuffle of train (seed
-    `seed + 1`): the authors' one shuffled training batch; `score_data` is the
-    first `score_batches` batches of that shuffle (the scoring batch itself when
-    1, else a dataset). Seed the global RNG first (`keras.utils.set_random_seed`):
-    tf.data's seeded shuffles depend on it too.
+    `seed + 1`): the authors' one shuffled training batch; `score_data` is that
+    batch when `score_batches` is 1, else a dataset of the first `score_batches`
+    batches of a new pass over that shuffle (reshuffled each pass, seeded: the same
+    batches on every run, not necessarily starting with the scoring batch). Seed the
+    global RNG first (`keras.utils.set_random_seed`): tf.data's seeded shuffles
+    depend on it too.
 
     Args:
         repeat_train: drop the last partial train batch and repeat forever
