@@ -112,6 +112,16 @@ def keep_final(model, path):
     run_dir.write_npz(os.fspath(path), {w.path: np.array(w.numpy()) for w in model.weights})
 
 
+def check_round_source(source_dir):
+    """The one check that `source_dir` can start an IMP round: a finished run that kept
+    its final state and a rewind point (`final.npz`, `rewind.npz`)."""
+    for name in ("final.npz", "rewind.npz"):
+        if not os.path.exists(os.path.join(source_dir, name)):
+            raise ValueError(f"No {name} in {source_dir!r}: rewind_from takes a finished run that kept a "
+                             f"rewind point (rewind_step >= 0, or itself a criterion='imp' run). "
+                             f"Received: rewind_from={source_dir!r}")
+
+
 def next_round(model, source_dir, sparsity, *, scope="global"):
     """The start of an iterative-magnitude-pruning round on a freshly built wrapped
     `model`: the masks and weights the run in `source_dir` ended with
@@ -124,12 +134,8 @@ def next_round(model, source_dir, sparsity, *, scope="global"):
             the source's (masks only shrink).
     """
     source_dir = os.fspath(source_dir)
+    check_round_source(source_dir)
     final_path, rewind_path = (os.path.join(source_dir, n) for n in ("final.npz", "rewind.npz"))
-    for path in (final_path, rewind_path):
-        if not os.path.exists(path):
-            raise ValueError(f"No {os.path.basename(path)} in {source_dir!r}: rewind_from takes a finished "
-                             f"run that kept a rewind point (rewind_step >= 0, or itself a rewind_from "
-                             f"run). Received: rewind_from={source_dir!r}")
     with np.load(final_path) as f:
         final = {k: f[k] for k in f.files}
     missing = [w.path for w in model.weights if w.path not in final]

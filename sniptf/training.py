@@ -244,11 +244,7 @@ def _check_rewind_from(config):
     if os.path.abspath(config.rewind_from) == os.path.abspath(config.output_dir):
         raise ValueError(f"A round writes a new run: rewind_from must name another directory than "
                          f"output_dir. Received: rewind_from={config.rewind_from!r}")
-    for name in ("final.npz", "rewind.npz"):
-        if not os.path.exists(os.path.join(config.rewind_from, name)):
-            raise ValueError(f"No {name} in {config.rewind_from!r}: rewind_from takes a finished run that "
-                             f"kept a rewind point (rewind_step >= 0, or itself a criterion='{IMP}' run). "
-                             f"Received: rewind_from={config.rewind_from!r}")
+    rewinding.check_round_source(config.rewind_from)
     if config.rewind_step != -1:
         raise ValueError(f"A criterion='{IMP}' run rewinds to the rewind point of the run it starts from "
                          f"(and keeps it for the next round). Received: rewind_step={config.rewind_step!r} "
