@@ -161,6 +161,10 @@ class RigL(_DynamicSparsity):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         model = self.model
+        # a fit that raised never reached on_train_end: drop the hook it left behind
+        # before wrapping, so the train step is the model's own again
+        if getattr(model.__dict__.get("train_step"), "_sniptf_rigl_hook", False):
+            del model.train_step
         strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
         # on-read: each replica writes its own gradient (no collective inside the cond of
         # the train step); the callback's read in cross-replica context is their mean
@@ -192,6 +196,7 @@ class RigL(_DynamicSparsity):
             tf.cond(due, lambda: tf.group(dense_gradient(data)), tf.no_op)
             return original(data)
 
+        train_step._sniptf_rigl_hook = True
         self._original = original
         model.train_step = train_step
         model.make_train_function(force=True)

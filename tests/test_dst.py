@@ -67,6 +67,25 @@ def test_rigl_update_equals_a_hand_computation():
     assert rigl.updates[0][0] == 1
 
 
+def test_rigl_after_a_fit_that_raised_wraps_the_models_own_train_step():
+    # Keras calls on_train_end only when fit returns: a raising fit leaves RigL's hook on
+    model, _ = _model(keras.optimizers.SGD(0.1))
+    x, y = _data()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+                  callbacks=[sniptf.RigL(1, 10), Interrupt()])
+    assert "train_step" in model.__dict__  # the stale hook
+    rigl = sniptf.RigL(update_every=1, end_step=10)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[rigl])
+    assert rigl._original.__func__ is type(model).train_step  # not the stale hook
+    assert "train_step" not in model.__dict__ and len(rigl.updates) == 1
+
+
 def test_set_keeps_counts_is_seeded_and_resets_the_optimizer_slots():
     x, y = _data(32)
     runs = []
