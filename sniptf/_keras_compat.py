@@ -19,6 +19,10 @@ from keras.src.models.functional import Functional as _Functional
 # an outer one (model.stateless_call) and must keep the outer mapping.
 from keras.src.backend import get_stateless_scope  # noqa: F401
 
+# the backend module: Keras 3.0-3.15 export no public way to run a function on
+# symbolic tensors (`compute_output_spec` of a function); build_compiled_loss needs it.
+from keras.src import backend as _backend
+
 KERAS_VERSION = tuple(int(p) for p in keras.version().split(".")[:2])
 
 
@@ -228,6 +232,33 @@ def unscaled_compute_loss(model, x, y, y_pred, sample_weight, training):
     if _LOSSES_SCALED_BY_REPLICAS and replicas > 1 and tf.distribute.in_cross_replica_context() is False:
         value = value * tf.cast(replicas, value.dtype)
     return value
+
+
+def build_compiled_loss(model, batch):
+    """Builds a compiled model's loss before sniptf traces a step that calls it.
+
+    Keras 3.0-3.15 build `model.compile`'s loss (`model._compile_loss`) on its
+    first call, and for several outputs that build creates a `Mean` tracker
+    per loss: inside a `tf.function` that is a first trace that creates
+    variables, which TensorFlow traces a second time. Keras's own `fit` builds
+    it beforehand from symbolic tensors (`Trainer._symbolic_build`); this does
+    the same for the loss alone (no optimizer slots). `batch`: an `(x, y[,
+    sample_weight])` of arrays, tensors or `tf.TensorSpec`s. Best effort: if
+    Keras changes, the step is traced twice as before.
+    """
+    compile_loss = getattr(model, "_compile_loss", None)
+    if compile_loss is None or getattr(compile_loss, "built", True):
+        return
+    def symbolic(v):
+        return None if v is None else keras.KerasTensor(tuple(v.shape), keras.backend.standardize_dtype(v.dtype))
+    try:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
+            tf.nest.map_structure(symbolic, tuple(batch)))
+        y_pred = model.compute_output_spec(x, training=False)
+        _backend.compute_output_spec(model._compute_loss, x, y, y_pred,
+                                              sample_weight=sample_weight, training=False)
+    except Exception:  # noqa: BLE001 - an optimization only
+        return
 
 
 def optimizer_slots(optimizer, variable):

@@ -77,6 +77,8 @@ def _gradient_pass(model, masks, loss_fn, training):
         return strategy.experimental_distribute_values_from_function(part)
 
     def run(batch):
+        if loss_fn is losses.COMPILED:  # traced once, not twice (see the compat note)
+            _keras_compat.build_compiled_loss(model, batch)
         # one replica (no strategy, or a single device) takes the batch as it is
         if strategy.num_replicas_in_sync > 1:
             batch = tuple(split(v) for v in batch)
@@ -109,7 +111,8 @@ def _gradient_pass(model, masks, loss_fn, training):
             body, start)
         return sums, seen, finite
 
-    run.over_dataset = over_dataset
+    run.step, run.over_dataset = step, over_dataset
+    run.compiled_loss = loss_fn is losses.COMPILED
     return run
 
 
@@ -293,6 +296,8 @@ def _dataset_gradients(model, run, data):
     num_batches = data.num_batches
     x, y, _ = data_utils.unpack(data.dataset.element_spec)  # checked from the spec: no batch is read
     _check_batch(model, x, y, 0, data.loss)
+    if run.compiled_loss:
+        _keras_compat.build_compiled_loss(model, data_utils.unpack(data.dataset.element_spec))
     try:
         sums, seen, finite = run.over_dataset(data.dataset, tf.constant(num_batches, tf.int64))
     except (tf.errors.InvalidArgumentError, ValueError, TypeError):

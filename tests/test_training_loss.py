@@ -73,6 +73,17 @@ def test_sample_weights_weight_the_scoring_loss_as_fit_does():
     _assert_scores(sniptf.saliency(sniptf.wrap(model), ds), weighted)
 
 
+def test_a_compiled_multi_output_loss_is_traced_once():
+    # its first call would build a Mean tracker per output: a first trace that makes
+    # variables, which TensorFlow traces again
+    for data, traced in (((X, Y), lambda run: run.step),
+                         (tf.data.Dataset.from_tensor_slices((X, Y)).batch(8), lambda run: run.over_dataset)):
+        wrapped = sniptf.wrap(_model())
+        sniptf.saliency(wrapped, data)
+        (run,) = sniptf.scoring._PASSES[wrapped].values()
+        assert traced(run).experimental_get_tracing_count() == 1
+
+
 def test_prune_compiled_multi_output_model_then_fit():
     model = _model({"cls": 1.0, "reg": 0.5})
     ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
