@@ -172,7 +172,8 @@ def test_compare_criteria_script_smoke(tmp_path):
         _run(module, bad)
 
 
-def test_where_pai_stands_plan_and_smoke(tmp_path):
+def test_where_pai_stands_plan_and_smoke(tmp_path, monkeypatch):
+    from sniptf.studies import common
     from sniptf.studies import where_pai_stands as study
     planned = study.configs(output_dir=str(tmp_path / "plan"))
     # 2 dense + (4 + 2 sparsities) x 19 methods, 2 seeds each
@@ -213,8 +214,12 @@ def test_where_pai_stands_plan_and_smoke(tmp_path):
     assert "| lenet_300_100 | 30% |" in (out / "table.md").read_text()
     assert (out / "error_vs_sparsity.png").stat().st_size > 5_000
     # --report_only runs nothing: GMP, never run here, is not in the table
+    asked = []
+    monkeypatch.setattr(study, "run_stages", lambda stages, **kw: asked.append(kw["processes"])
+                        or common.run_stages(stages, **kw))
     _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.3",
-                  "--seeds=0", "--methods=gmp", "--budget_percent=1", "--report_only", f"--output_dir={out}"])
-    assert {r["method"] for r in json.load(open(out / "results.json"))} == {"dense"}
+                  "--seeds=0", "--methods=gmp", "--budget_percent=1", "--report_only", "--processes=3",
+                  f"--output_dir={out}"])
+    assert {r["method"] for r in json.load(open(out / "results.json"))} == {"dense"} and asked == [3]
     with pytest.raises(flags.IllegalFlagValueError, match="methods"):
         _run(module, ["where_pai_stands", "--methods=lth", f"--output_dir={out}"])

@@ -30,6 +30,8 @@ flags.DEFINE_multi_float("sparsities", [], "Sparsities in (0, 1) for every model
 flags.DEFINE_multi_integer("seeds", [0, 1], "Seeds.")
 flags.DEFINE_integer("budget_percent", 100, "Percent of the criteria comparison's step budgets.",
                      lower_bound=1)
+flags.DEFINE_integer("processes", 1, "Runs at once (worker processes; IMP's rounds of a stage "
+                     "run side by side, the stages in turn).", lower_bound=1)
 flags.DEFINE_string("output_dir", "out/where_pai_stands", "results.json, table.md and runs/ go here.")
 flags.DEFINE_bool("report_only", False, "Run nothing: write results.json, table.md and the figure from "
                   "the runs finished so far (e.g. while the study runs in another process).")
@@ -45,7 +47,7 @@ def main(argv):
     sparsities = {m: tuple(FLAGS.sparsities) for m in FLAGS.models} if FLAGS.sparsities else None
     print(study.run(output_dir=FLAGS.output_dir, models=FLAGS.models, sparsities=sparsities,
                     seeds=FLAGS.seeds, methods=FLAGS.methods, budgets=budgets, dataset=FLAGS.dataset,
-                    report_only=FLAGS.report_only, log=logging.info))
+                    report_only=FLAGS.report_only, processes=FLAGS.processes, log=logging.info))
 
 
 def run():

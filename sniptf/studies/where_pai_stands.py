@@ -181,10 +181,10 @@ def table(rows):
 
 
 def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), methods=METHODS,
-        budgets=None, dataset="fashion_mnist", report_only=False, log=print):
-    """Runs what is missing; writes results.json, table.md and error_vs_sparsity.png;
-    returns the table. `report_only`: runs nothing, writes them from the runs finished
-    so far."""
+        budgets=None, dataset="fashion_mnist", report_only=False, processes=1, log=print):
+    """Runs what is missing, `processes` runs at once; writes results.json, table.md and
+    error_vs_sparsity.png; returns the table. `report_only`: runs nothing, writes them
+    from the runs finished so far."""
     runs = os.path.join(output_dir, "runs")
     planned = configs(output_dir=runs, models=models, sparsities=sparsities,
                       seeds=seeds, methods=methods, budgets=budgets, dataset=dataset)
@@ -194,7 +194,8 @@ def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), 
     else:  # IMP's rounds first, round by round (each reads the one before), then the table
         stages = imp_rounds(output_dir=runs, models=models, sparsities=sparsities, seeds=seeds,
                             budgets=budgets, dataset=dataset) if "imp" in methods else []
-    rows = summarize(planned, run_stages(stages + [[c for _, _, c in planned]], log=log)[-1])
+    rows = summarize(planned, run_stages(stages + [[c for _, _, c in planned]], log=log,
+                                           processes=processes)[-1])
     text = table(rows)
     os.makedirs(output_dir, exist_ok=True)
     run_dir.write_text(os.path.join(output_dir, "results.json"), json.dumps(rows, indent=2))
