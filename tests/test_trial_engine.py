@@ -23,9 +23,9 @@ from sniptf.studies import trial_engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "steps_to_result.py")
-GRID = ["--workload=tiny", "--sparsities=0", "--sparsities=0.5", "--batch_sizes=32", "--batch_sizes=64",
-        "--trials=3"]
-SMALL_GRID = GRID[:-1] + ["--trials=2"]  # the command test: 8 trials are enough to check its outputs
+# the command test: 8 trials are enough to check its outputs
+SMALL_GRID = ["--workload=tiny", "--sparsities=0", "--sparsities=0.5", "--batch_sizes=32", "--batch_sizes=64",
+              "--trials=2"]
 
 
 def _env():
@@ -67,15 +67,15 @@ def test_storage_choices_and_prepare_rules(tmp_path):
         list(dps.get_workload("tiny").space), 4)
 
 
-def _prepare_and_run_two_workers(tmp_path, storage):
-    """prepare GRID, then two `work` processes at once; returns the engine after both end."""
-    subprocess.run(_cmd("prepare", tmp_path, storage, *GRID), env=_env(), check=True,
-                   capture_output=True, timeout=180)
-    workers = [subprocess.Popen(_cmd("work", tmp_path, storage), env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    errors = [w.communicate(timeout=600)[1] for w in workers]
-    for w, err in zip(workers, errors):
-        assert w.returncode == 0, err[-3000:]
+def _prepare(storage, **grid):
+    """The `prepare` action in this process (a TensorFlow start fewer than the command):
+    the tiny workload on `grid` (make_spec's arguments and workload overrides)."""
+    engine = trial_engine.TrialEngine(storage)
+    assert dps.prepare(engine, dps.make_spec("tiny", **grid)) > 0
+    return engine
+
+
+def _check_every_point_once_by_both(storage):
     engine = trial_engine.TrialEngine(storage)
     _once_each(engine, engine.spec())
     assert set(engine.counts()) <= {"COMPLETE", "PRUNED", "FAIL"}
@@ -84,20 +84,27 @@ def _prepare_and_run_two_workers(tmp_path, storage):
     return engine
 
 
-def test_two_worker_processes_run_each_point_exactly_once(tmp_path):
-    _prepare_and_run_two_workers(tmp_path, str(tmp_path / "journal.log"))
+def _prepare_and_run_two_workers(tmp_path, storage):
+    """prepare 2 sparsities x 2 batch sizes x 3 trials, then two `work` processes at once;
+    returns the engine after both end."""
+    _prepare(storage, sparsities=[0.0, 0.5], batch_sizes=[32, 64], trials=3)
+    workers = [subprocess.Popen(_cmd("work", tmp_path, storage), env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [w.communicate(timeout=600)[1] for w in workers]
+    for w, err in zip(workers, errors):
+        assert w.returncode == 0, err[-3000:]
+    return _check_every_point_once_by_both(storage)
 
 
-def test_a_worker_leaves_within_seconds_of_its_last_trial_while_another_works(tmp_path):
-    """A worker used to hang 30-57 s after "this worker ran N trials" (tf.data's autotuning
-    threads of every trial's iterator, stopped at exit); it now exits at once."""
+def test_two_workers_run_each_point_once_and_one_leaves_within_seconds_of_its_last_trial(tmp_path):
+    """Two `work` processes on one journal. The one told to stop after 3 trials used to
+    hang 30-57 s after "this worker ran N trials" (tf.data's autotuning threads of every
+    trial's iterator, stopped at exit); it now exits at once, while the other works on."""
     storage = str(tmp_path / "journal.log")
-    subprocess.run(_cmd("prepare", tmp_path, storage, "--workload=tiny", "--sparsities=0",
-                        "--sparsities=0.5", "--batch_sizes=32", "--trials=8", "--goal_error=0",
-                        "--max_steps=200", "--eval_every=100"),
-                   env=_env(), check=True, capture_output=True, timeout=120)
+    _prepare(storage, sparsities=[0.0, 0.5], batch_sizes=[32], trials=5, goal_error=0.0, max_steps=200,
+             eval_every=100)
     busy = subprocess.Popen(_cmd("work", tmp_path, storage), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True)
     short = subprocess.Popen(_cmd("work", tmp_path, storage, "--max_trials=3"), env=_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -111,20 +118,20 @@ def test_a_worker_leaves_within_seconds_of_its_last_trial_while_another_works(tm
         left = time.monotonic() - said
         assert busy.poll() is None, "the other worker had finished: not the case under test"
         assert short.returncode == 0 and left < 5.0, f"exited {left:.1f} s after its last trial"
+        error = busy.communicate(timeout=600)[1]
+        assert busy.returncode == 0, error[-3000:]
     finally:
         busy.kill()
         short.kill()
         busy.wait()
+    _check_every_point_once_by_both(storage)
 
 
 def test_worker_killed_mid_trial_then_resume_and_work_completes_every_point_once(tmp_path):
     storage = str(tmp_path / "journal.log")
     # goal 0 is never reached: every trial runs its whole budget (seconds), so the kill lands mid-trial
-    subprocess.run(_cmd("prepare", tmp_path, storage, "--workload=tiny", "--sparsities=0.5",
-                        "--batch_sizes=32", "--trials=2", "--goal_error=0",
-                        "--max_steps=2000", "--eval_every=100"),
-                   env=_env(), check=True, capture_output=True, timeout=120)
-    engine = trial_engine.TrialEngine(storage)
+    engine = _prepare(storage, sparsities=[0.5], batch_sizes=[32], trials=2, goal_error=0.0, max_steps=2000,
+                      eval_every=100)
     worker = subprocess.Popen(_cmd("work", tmp_path, storage), env=_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
