@@ -97,7 +97,7 @@ def test_signal_propagation_script_writes_figures_and_tables(tmp_path, capsys):
     (figures / "trainability.png").unlink()
     _run(module, ["signal_propagation", "--sparsities=0", "--sparsities=0.9", "--train_sparsities=0.9",
                   "--epochs=1", "--isometry_steps=5", "--width=16", "--depth=3", "--seed=1",
-                  "--experiments=trainability", "--experiments=supervision", f"--output_dir={out}",
+                  "--experiments=trainability", f"--output_dir={out}",
                   f"--figures_dir={figures}", "--transfer_source=mnist10k", "--transfer_target=mnist10k"])
     again = json.load(open(out / "results.json"))
     assert again["results"]["jsv"] == recorded["results"]["jsv"]  # not asked for: kept as it was
@@ -105,7 +105,7 @@ def test_signal_propagation_script_writes_figures_and_tables(tmp_path, capsys):
     assert (figures / "trainability.png").exists()
     _run(module, ["signal_propagation", "--sparsities=0", "--sparsities=0.9", "--train_sparsities=0.9",
                   "--epochs=1", "--isometry_steps=5", "--width=16", "--depth=3", "--seed=1",
-                  "--experiments=supervision", f"--output_dir={out}", f"--figures_dir={figures}"])
+                  "--experiments=trainability", f"--output_dir={out}", f"--figures_dir={figures}"])
     assert json.load(open(out / "results.json"))["seconds"] == again["seconds"]  # nothing re-run
     with pytest.raises(flags.IllegalFlagValueError, match="sparsities"):
         _run(module, ["signal_propagation", "--sparsities=1.5", f"--output_dir={out}"])
