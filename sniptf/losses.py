@@ -36,7 +36,8 @@ def scoring_loss(model, loss=None):
     categorical cross-entropy.
 
     Raises:
-        ValueError: an uncompiled model with several outputs and no `loss`.
+        ValueError: an uncompiled model with several outputs, or with one output
+            unit (binary or regression: no default fits), and no `loss`.
     """
     if loss is not None:
         return resolve_loss(model, loss)
@@ -49,6 +50,12 @@ def scoring_loss(model, loss=None):
             "loss to score with. Compile it with its losses (SNIP then scores the loss Keras "
             "trains on) or pass loss=fn(y_true, y_pred) (it receives the structures of targets "
             "and predictions). Received: loss=None")
+    if outputs and len(outputs[0].shape) >= 2 and outputs[0].shape[-1] == 1:
+        raise ValueError(
+            f"Model '{model.name}' has one output unit (output shape {tuple(outputs[0].shape)}) and is "
+            "not compiled: the default scoring loss, sparse categorical cross-entropy, needs a unit "
+            "per class. Compile the model with its loss (e.g. 'binary_crossentropy' or 'mse'; SNIP "
+            "then scores the loss Keras trains on) or pass loss=. Received: loss=None")
     return resolve_loss(model, None)
 
 

@@ -42,6 +42,10 @@ MODEL_CASES = {  # name: (call on (model, pruned, tmp), error, what the message 
                           "Received: loss=nan on batch 0"),
     "prune: label out of range": (lambda m, p, d: sniptf.prune(m, (X, Y + 4)), ValueError,
                                   r"label value of \d.*outside the valid range.*Received: x of shape"),
+    "prune: one output unit, not compiled": (
+        lambda m, p, d: sniptf.prune(keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, "sigmoid")]),
+                                     (X, Y), kappa=0.5),
+        ValueError, r"one output unit \(output shape \(None, 1\)\).*binary_crossentropy.*Received: loss=None"),
     "prune: x and y disagree": (lambda m, p, d: sniptf.prune(m, (X, Y[:3])), ValueError,
                                 "Received: x with 6 examples, y with 3"),
     "prune: dataset a str": (lambda m, p, d: sniptf.prune(m, "mnist"), TypeError, "Received: dataset=str"),

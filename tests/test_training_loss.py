@@ -30,12 +30,12 @@ def _model(loss_weights=None, compiled=True):
     return model
 
 
-def _manual_snip(model, loss_fn):
-    """|∂L/∂w ⊙ w| on the unwrapped model, keyed like sniptf.saliency."""
+def _manual_snip(model, loss_fn, x=None):
+    """|∂L/∂w ⊙ w| on the unwrapped model at inputs `x` (default `X`), keyed like sniptf.saliency."""
     kernels = {f"{layer.name}/{path}": var for layer in model.layers if sniptf.registry.is_prunable(layer)
                for path, var in sniptf.registry.prunable_weights(layer)}
     with tf.GradientTape() as tape:
-        loss = loss_fn(model(X))
+        loss = loss_fn(model(X if x is None else x))
     grads = tape.gradient(loss, list(kernels.values()))
     grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for v, g in zip(kernels.values(), grads)]
     return {k: np.abs(g.numpy() * v.numpy()) for (k, v), g in zip(kernels.items(), grads)}
@@ -98,6 +98,19 @@ def test_prune_compiled_multi_output_model_then_fit():
     for e in entries:
         assert np.all(e.weight.numpy()[e.mask.numpy() == 0] == 0)
     assert sum(np.any(e.weight.numpy() != before[e.key]) for e in entries) >= len(entries) // 2
+
+
+def test_one_output_unit_scores_with_its_compiled_or_given_loss():
+    # a binary classifier: SNIP differentiates binary cross-entropy (compiled or passed)
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4,)), L.Dense(5, activation="tanh", name="h"),
+                              L.Dense(1, activation="sigmoid", name="out")])
+    x, y = X["features"], (Y["cls"] > 0).astype(np.float32)[:, None]
+    bce = lambda p: tf.reduce_mean(keras.losses.binary_crossentropy(y, p))
+    _assert_scores(sniptf.saliency(sniptf.wrap(model), (x, y), loss="binary_crossentropy"),
+                   _manual_snip(model, bce, x))
+    model.compile("sgd", "binary_crossentropy")
+    _assert_scores(sniptf.saliency(sniptf.wrap(model), (x, y)), _manual_snip(model, bce, x))
 
 
 def test_user_loss_receives_the_structures():
