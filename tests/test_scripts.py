@@ -140,7 +140,9 @@ def test_snip_experiments_script_smoke(tmp_path):
     # one experiment again: tables.md still holds the table recorded before (it was emptied)
     _run(module, [a for a in argv if not a.startswith("--experiments") and "epochs" not in a]
          + ["--experiments=memorization", "--memorization_epochs=1"])
-    assert "| mnist10k | lenet_300_100 |" in (out / "tables.md").read_text()
+    tables = (out / "tables.md").read_text()
+    assert "| mnist10k | lenet_300_100 |" in tables
+    assert "LeNet-300-100, mnist10k (7001 examples)" in tables and "| dense | " in tables  # memorization
     assert len(json.load(open(out / "results.json"))["memorization"]["train_accuracy"]["dense"]) == 1
     with pytest.raises(flags.IllegalFlagValueError, match="fashion_mnist"):
         _run(module, ["snip_experiments", "--datasets=imagenet", f"--output_dir={out}"])

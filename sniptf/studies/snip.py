@@ -174,6 +174,17 @@ def memorization(*, dataset="mnist10k", kappa=0.05, epochs=100, batch_size=100,
 
 
 
+def memorization_markdown(result, dataset):
+    """Training accuracy on the random labels at a few epochs, dense vs SNIP, as markdown."""
+    curves, epochs = result["train_accuracy"], result["epochs"]
+    shown = [e for e in (1, 10, 25, 50, 100) if e < epochs] + [epochs]
+    title = (f"Memorization: training accuracy on random labels, LeNet-300-100, {dataset} "
+             f"({result['examples']} examples), SNIP at {100 * (1 - result['kappa']):g}% sparse")
+    return f"### {title}\n\n" + markdown_table(
+        ["run"] + [f"epoch {e}" for e in shown],
+        [[label] + [f"{100 * curves[label][e - 1]:.1f}%" for e in shown] for label in curves])
+
+
 def run_experiments(experiments, *, output_dir, figures_dir, datasets=("mnist10k", "fashion_mnist"),
                     seeds=(0, 1, 2), epochs_scale=100, sequential_epochs=20, memorization_epochs=100,
                     memorization_datasets=("mnist10k",), models=tuple(TABLE_KAPPAS), table_criteria=CRITERIA,
@@ -230,6 +241,8 @@ def run_experiments(experiments, *, output_dir, figures_dir, datasets=("mnist10k
         tables.append(table_markdown(results["table"]))
     if "sequential" in results:
         tables.append(sequential_markdown(results["sequential"]))
+    for key in sorted(k for k in results if k.startswith("memorization")):
+        tables.append(memorization_markdown(results[key], key[len("memorization_"):] or "mnist10k"))
     text = "\n".join(tables)
     run_dir.write_text(os.path.join(output_dir, "tables.md"), text)
     return text
