@@ -10,6 +10,7 @@ processes, one round per training run: a run keeps its final masks and weights
 --criterion=imp --rewind_from=<previous run> --kappa=...`).
 """
 
+import json
 import os
 
 import keras
@@ -120,6 +121,19 @@ def check_round_source(source_dir):
             raise ValueError(f"No {name} in {source_dir!r}: rewind_from takes a finished run that kept a "
                              f"rewind point (rewind_step >= 0, or itself a criterion='imp' run). "
                              f"Received: rewind_from={source_dir!r}")
+
+
+def source_sparsity(source_dir):
+    """The sparsity the finished run in `source_dir` ended at (its metrics.json's
+    `final_sparsity`): the least an IMP round from it can prune to."""
+    check_round_source(source_dir)
+    try:
+        with open(os.path.join(source_dir, run_dir.FINISHED)) as f:
+            return float(json.load(f)["final_sparsity"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"The run in {source_dir!r} has no readable final_sparsity in its "
+                         f"{run_dir.FINISHED} ({e}): rewind_from takes a finished sniptf-train run. "
+                         f"Received: rewind_from={source_dir!r}") from e
 
 
 def next_round(model, source_dir, sparsity, *, scope="global"):

@@ -244,7 +244,10 @@ def _check_rewind_from(config):
     if os.path.abspath(config.rewind_from) == os.path.abspath(config.output_dir):
         raise ValueError(f"A round writes a new run: rewind_from must name another directory than "
                          f"output_dir. Received: rewind_from={config.rewind_from!r}")
-    rewinding.check_round_source(config.rewind_from)
+    source = rewinding.source_sparsity(config.rewind_from)
+    if 1.0 - config.kappa < source - 1e-9:  # rewinding.next_round counts it exactly
+        raise ValueError(f"A round prunes further (masks only shrink): kappa must be at most the fraction "
+                         f"the run in rewind_from kept ({1.0 - source:.6g}). Received: kappa={config.kappa!r}")
     if config.rewind_step != -1:
         raise ValueError(f"A criterion='{IMP}' run rewinds to the rewind point of the run it starts from "
                          f"(and keeps it for the next round). Received: rewind_step={config.rewind_step!r} "
