@@ -249,15 +249,17 @@ def build_compiled_loss(model, batch):
     compile_loss = getattr(model, "_compile_loss", None)
     if compile_loss is None or getattr(compile_loss, "built", True):
         return
+
     def symbolic(v):
         return None if v is None else keras.KerasTensor(tuple(v.shape), keras.backend.standardize_dtype(v.dtype))
+
     try:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(
             tf.nest.map_structure(symbolic, tuple(batch)))
         y_pred = model.compute_output_spec(x, training=False)
-        _backend.compute_output_spec(model._compute_loss, x, y, y_pred,
-                                              sample_weight=sample_weight, training=False)
-    except Exception:  # noqa: BLE001 - an optimization only
+        _backend.compute_output_spec(model._compute_loss, x, y, y_pred, sample_weight=sample_weight,
+                                     training=False)
+    except Exception:  # noqa: BLE001 - an optimization only: the step is then traced twice
         return
 
 
