@@ -42,7 +42,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         num_batches: batches to score on; gradients are summed before |·|.
         loss: the loss to score with (default: everything a compiled model
             trains on, via `model.compute_loss`; else sparse categorical
-            cross-entropy, from logits unless the output is a softmax). See
+            cross-entropy, from logits unless the output is a softmax; an
+            uncompiled model with one output unit needs `loss=`). See
             `sniptf.saliency`.
         batch_size: splits an `(x, y)` pair into batches.
         seed: fixes tie-breaking, the random criterion and re-drawn weights.
