@@ -17,7 +17,9 @@ recipe at its 2,800-step budget (`snip_budgets.run_config`: Adam 1e-3, x0.1 at 4
   recurrent kernels are orthogonal in every variant: Keras's default).
 Each run is a `training.run` in this process (the rescaled criterion is registered
 here), resumable (finished runs are skipped). Writes `<output_dir>/results.json`
-(test error, kept fraction per gate block of each kernel) and prints a table.
+(test error, kept fraction per gate block of each kernel; `results_<steps>.json` for
+another `--steps`) and prints a table. `--variants` picks some, e.g. isometry at the
+longest budget: `--steps=11200 --variants=snip_isometry --seeds=0,1,2`.
 """
 
 import dataclasses
@@ -43,6 +45,7 @@ flags.DEFINE_integer("steps", 2800, "Training budget (the study's middle one).",
 GATES = {"lstm": "ifco", "gru": "zrh"}
 UNITS = 102
 VARIANTS = ("snip", "snip_10_batches", "snip_gate_normalized", "snip_isometry", "snip_orthogonal")
+flags.DEFINE_multi_enum("variants", list(VARIANTS), VARIANTS, "Variants to run (repeat the flag).")
 
 
 def gate_normalized(weight, gradient, rng):
@@ -89,9 +92,11 @@ def main(argv):
     del argv
     sniptf.register_criterion("snip_gate_normalized", gate_normalized, needs_gradient=True)
     runs_dir = os.path.join(FLAGS.output_dir, "runs")
+    # another budget than the default: its own results file beside the first
+    name = "results.json" if FLAGS.steps == 2800 else f"results_{FLAGS.steps}.json"
     results = []
     for model in FLAGS.models:
-        for variant in VARIANTS:
+        for variant in FLAGS.variants:
             for seed in map(int, FLAGS.seeds):
                 config = variant_config(model, variant, seed, runs_dir)
                 metrics = run_here(config)
@@ -100,7 +105,7 @@ def main(argv):
                                 "validation_error": 100 * metrics["validation_error"],
                                 "wall_time_seconds": metrics["wall_time_seconds"],
                                 "kept_per_gate": gate_fractions(config.output_dir)})
-                run_dir.write_text(os.path.join(FLAGS.output_dir, "results.json"), json.dumps(results, indent=1))
+                run_dir.write_text(os.path.join(FLAGS.output_dir, name), json.dumps(results, indent=1))
     for r in results:
         gates = ", ".join(f"{k} {v:.1%}" for k, v in r["kept_per_gate"].items())
         print(f"{r['model']} {r['variant']} seed {r['seed']}: test error {r['test_error']:.2f}% "
