@@ -244,6 +244,9 @@ def _check_rewind_from(config):
     if os.path.abspath(config.rewind_from) == os.path.abspath(config.output_dir):
         raise ValueError(f"A round writes a new run: rewind_from must name another directory than "
                          f"output_dir. Received: rewind_from={config.rewind_from!r}")
+    if not isinstance(config.kappa, float):
+        raise ValueError(f"criterion='{IMP}' takes kappa as the fraction of weights a round keeps (a float "
+                         f"in (0, 1]). Received: kappa={config.kappa!r}")
     source = rewinding.source_sparsity(config.rewind_from)
     if 1.0 - config.kappa < source - 1e-9:  # rewinding.next_round counts it exactly
         raise ValueError(f"A round prunes further (masks only shrink): kappa must be at most the fraction "

@@ -148,6 +148,7 @@ def test_imp_one_round_per_training_run_prunes_the_final_weights_and_rewinds(tmp
         (dict(criterion="imp", rewind_from=str(r0), scope="erk"), "scope='erk'"),
         (dict(criterion="imp", rewind_from=str(r0), sanity="invert"), "sanity='invert'"),
         (dict(criterion="imp", rewind_from=str(tmp_path / "x")), "another directory than output_dir"),
+        (dict(criterion="imp", rewind_from=str(r0), kappa=5000), r"fraction of weights.*Received: kappa=5000"),
     ]
     for fields, message in bad:
         with pytest.raises(ValueError, match=message):
