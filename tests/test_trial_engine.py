@@ -196,25 +196,49 @@ def test_workers_on_a_real_postgresql_server(tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
+USERS_MODULE = """
+import dataclasses
+from sniptf.studies import data_parallelism as dps
+dps.register_workload(dataclasses.replace(dps.get_workload("tiny"), name="users_tiny", max_steps=30))
+"""
+
+
+def test_steps_to_result_command_prepare_work_report(tmp_path, monkeypatch):
+    """One whole study through the command: a user's workload module, two goals, the
+    incumbent cut-off, a report into another directory (the trial store elsewhere) with
+    the Lipschitz probe over two seeds, and the refusals."""
+    (tmp_path / "users_workloads.py").write_text(USERS_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
     module = _load("steps_to_result")
     study = tmp_path / "study"
-    _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *SMALL_GRID, "--incumbent_cutoff"])
-    _run(module, ["steps_to_result", "work", f"--study_dir={study}"])
-    _run(module, ["steps_to_result", "report", f"--study_dir={study}", "--probe_batch_size=32",
-                  "--probe_steps=20", "--probe_every=10", "--probe_seeds=0", "--probe_seeds=1",
-                  "--probe_examples=128", "--probe_noise_every=0"])
-    results = json.load(open(study / "results.json"))
+    common = [f"--study_dir={study}", "--workload_module=users_workloads"]
+    grid = ["--workload=users_tiny", *SMALL_GRID[1:], "--incumbent_cutoff", "--goal_errors=0.5",
+            "--goal_errors=0.7"]
+    _run(module, ["steps_to_result", "prepare", *common, *grid])
+    _run(module, ["steps_to_result", "work", *common])
+    report_dir = tmp_path / "report"
+    _run(module, ["steps_to_result", "report", f"--study_dir={report_dir}",
+                  f"--storage={study}/journal.log", "--workload_module=users_workloads",
+                  "--probe_batch_size=32", "--probe_steps=20", "--probe_every=10", "--probe_seeds=0",
+                  "--probe_seeds=1", "--probe_examples=128", "--probe_noise_every=0"])
+    assert (report_dir / "probes.json").exists()  # the probe's cache goes with the report
+    results = json.load(open(report_dir / "results.json"))
     assert set(results) >= {"workload", "trials", "points", "fits", "lipschitz", "noise_scale"}
-    assert results["workload"]["workload"]["name"] == "tiny" and results["workload"]["incumbent_cutoff"]
-    assert len(results["trials"]) == 8 and len(results["points"]) == 4
+    assert results["workload"]["workload"]["name"] == "users_tiny" and results["workload"]["incumbent_cutoff"]
+    assert results["workload"]["goal_errors"] == [0.5, 0.7]
+    assert len(results["trials"]) == 8 and len(results["points"]) == 8
     trial = results["trials"][0]
     assert set(trial) >= {"sparsity", "batch_size", "sobol_index", "params", "status", "steps"}
     point = results["points"][0]
     assert set(point) >= {"sparsity", "batch_size", "k_star", "reached", "not_reached", "diverged",
                           "best_params"}
-    assert sum(p["reached"] + p["not_reached"] + p["cut_off"] + p["diverged"]
-               for p in results["points"]) == 8
+    for goal in (0.5, 0.7):  # every trial counted once per goal
+        assert sum(p["reached"] + p["not_reached"] + p["cut_off"] + p["diverged"]
+                   for p in results["points"] if p["goal_error"] == goal) == 8
+    loose = {(p["sparsity"], p["batch_size"]): p["k_star"] for p in results["points"] if p["goal_error"] == 0.7}
+    strict = {(p["sparsity"], p["batch_size"]): p["k_star"] for p in results["points"] if p["goal_error"] == 0.5}
+    for key in strict:  # a looser goal is reached no later
+        assert strict[key] is None or (loose[key] is not None and loose[key] <= strict[key])
     for fit in results["fits"]:
         assert set(fit) >= {"sparsity", "c1", "c2", "b_crit", "r2_log"}
     for entry in results["lipschitz"]:  # one lr (0.1) for every sparsity, two init seeds
@@ -224,51 +248,16 @@ def test_steps_to_result_command_prepare_work_report(tmp_path, capsys):
     assert [r["seeds"] for r in results["lipschitz_summary"]] == [2, 2]
     assert {n["sparsity"] for n in results["noise_scale"]} == {0.0, 0.5}
     for name in ("k_star", "k_star_normalized", "best_lr", "trial_status", "lipschitz"):
-        assert (study / f"{name}.png").stat().st_size > 5_000
-    assert "B_crit" in (study / "summary.md").read_text()
+        assert (report_dir / f"{name}.png").stat().st_size > 5_000
+    assert "B_crit" in (report_dir / "summary.md").read_text()
     # the same prepare again is a no-op; another spec is refused, naming the flag
-    _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *SMALL_GRID, "--incumbent_cutoff"])
+    _run(module, ["steps_to_result", "prepare", *common, *grid])
     with pytest.raises(app.UsageError, match="different spec"):
-        _run(module, ["steps_to_result", "prepare", f"--study_dir={study}", *SMALL_GRID[:-1], "--trials=4"])
+        _run(module, ["steps_to_result", "prepare", *common, *grid[:-1]])
     with pytest.raises(app.UsageError, match="--storage='sqlite:///x.db'"):
-        _run(module, ["steps_to_result", "work", f"--study_dir={study}", "--storage=sqlite:///x.db"])
+        _run(module, ["steps_to_result", "work", *common, "--storage=sqlite:///x.db"])
     with pytest.raises(app.UsageError, match="Expected one action"):
-        _run(module, ["steps_to_result", "train", f"--study_dir={study}"])
-
-
-USERS_MODULE = """
-import dataclasses
-from sniptf.studies import data_parallelism as dps
-dps.register_workload(dataclasses.replace(dps.get_workload("tiny"), name="users_tiny", max_steps=30))
-"""
-
-
-def test_a_users_workload_module_and_several_goals_through_prepare_work_report(tmp_path, monkeypatch):
-    (tmp_path / "users_workloads.py").write_text(USERS_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = _load("steps_to_result")
-    study = tmp_path / "study"
-    common = [f"--study_dir={study}", "--workload_module=users_workloads"]
-    _run(module, ["steps_to_result", "prepare", *common, "--workload=users_tiny", "--sparsities=0",
-                  "--batch_sizes=32", "--batch_sizes=64", "--trials=2", "--goal_errors=0.5",
-                  "--goal_errors=0.7"])
-    _run(module, ["steps_to_result", "work", *common])
-    # a report into a new directory (the trial store elsewhere), with a probe: its cache goes there
-    report_dir = tmp_path / "report"
-    _run(module, ["steps_to_result", "report", f"--study_dir={report_dir}",
-                  f"--storage={study}/journal.log", "--workload_module=users_workloads",
-                  "--probe_batch_size=32", "--probe_steps=2", "--probe_every=1", "--probe_seeds=0",
-                  "--probe_examples=64", "--probe_noise_every=0"])
-    assert (report_dir / "probes.json").exists()
-    results = json.load(open(report_dir / "results.json"))
-    assert results["workload"]["workload"]["name"] == "users_tiny"
-    assert results["workload"]["goal_errors"] == [0.5, 0.7]
-    assert sorted({p["goal_error"] for p in results["points"]}) == [0.5, 0.7]
-    assert len(results["points"]) == 4
-    loose = {p["batch_size"]: p["k_star"] for p in results["points"] if p["goal_error"] == 0.7}
-    strict = {p["batch_size"]: p["k_star"] for p in results["points"] if p["goal_error"] == 0.5}
-    for b in (32, 64):  # a looser goal is reached no later
-        assert strict[b] is None or (loose[b] is not None and loose[b] <= strict[b])
+        _run(module, ["steps_to_result", "train", *common])
     with pytest.raises(app.UsageError, match="Received: --workload_module=no_such_module"):
         _run(module, ["steps_to_result", "work", f"--study_dir={study}", "--workload_module=no_such_module"])
 

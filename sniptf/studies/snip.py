@@ -14,6 +14,8 @@ import numpy as np
 from sniptf import data as data_lib
 from sniptf import models as models_lib
 from sniptf import run_dir
+from sniptf import scoring
+from sniptf import selection
 from sniptf import training
 from sniptf import transform
 from sniptf.pruning import prune
@@ -140,14 +142,21 @@ def first_layer_patterns(*, dataset="mnist10k", kappa=0.05, batch_sizes=(1, 10, 
     keras.utils.set_random_seed(seed)
     model = models_lib.get("lenet_300_100", info.input_shape, info.num_classes)
     rng = np.random.default_rng(seed)
+    # `prune`'s selection, on one wrapped model (its masks stay at 1) so that the 10
+    # batches of a size share one traced scoring pass
+    wrapped = transform.wrap(model)
+    wrapped(x[:1])
+    keys = [e.key for e in transform.masked_entries(wrapped)]  # fc1 first: [784, 300]
+    kept = selection.count_for(kappa, sum(int(np.prod(e.mask.shape)) for e in transform.masked_entries(wrapped)))
     out = {}
     for b in batch_sizes:
         maps = []
         for digit in range(info.num_classes):
             idx = rng.choice(np.flatnonzero(y == digit), size=b, replace=False)
-            pruned = prune(model, (x[idx], y[idx]), kappa=kappa, seed=seed)
-            mask = transform.masked_entries(pruned)[0].mask.numpy()  # fc1: [784, 300]
-            maps.append(mask.sum(axis=1).reshape(info.input_shape[:2]))
+            scores = scoring.score_sources(wrapped, (x[idx], y[idx]), criterion="snip", seed=seed)
+            masks = selection.select_count([scores[k] for k in keys], kept, scope="global", seed=seed,
+                                           min_kept_per_layer=0)
+            maps.append(np.asarray(masks[0]).sum(axis=1).reshape(info.input_shape[:2]))
         out[b] = np.stack(maps)
     return out
 
