@@ -13,7 +13,10 @@ shrink, and the stored weights of pruned connections are set to exactly 0.
 Step t is the optimizer's step count after that step's update, so a `fit` of
 t steps has applied every update at steps <= t, and the schedule continues
 across `fit` calls (and across a `.keras` save and load, which keeps the
-optimizer's count and the masks).
+optimizer's count and the masks). A `fit` that starts at step t first applies
+the latest update at a step <= t if the masks are not that sparse yet (the
+update at step 0 when `begin_step=0`; a model trained that far without the
+callback), so from `end_step` on the model is always at `final_sparsity`.
 """
 
 import keras
@@ -40,6 +43,15 @@ def polynomial_sparsity(step, *, initial_sparsity, final_sparsity, begin_step, e
     t = min(max(step, begin_step), end_step)
     fraction = (t - begin_step) / (end_step - begin_step)
     return final_sparsity + (initial_sparsity - final_sparsity) * (1.0 - fraction) ** power
+
+
+def latest_update_step(step, *, begin_step, end_step, frequency):
+    """The last update step at or before `step` (None before `begin_step`)."""
+    if step < begin_step:
+        return None
+    if step >= end_step:
+        return end_step
+    return begin_step + (step - begin_step) // frequency * frequency
 
 
 def is_update_step(step, *, begin_step, end_step, frequency):
@@ -128,6 +140,13 @@ class GradualPruning(keras.callbacks.Callback):
             raise ValueError(f"GradualPruning needs a wrapped model (sniptf.wrap or sniptf.prune). "
                              f"Received: model '{self.model.name}' without MaskedLayers")
         self._seen = int(self.model.optimizer.iterations.numpy())
+        # a fit that starts past update steps this callback never saw (a model trained
+        # without it, or begin_step=0: the update "after step 0") applies the latest one
+        # first; a model that has applied it (a resumed schedule) is left as it is
+        latest = latest_update_step(self._seen, begin_step=self.begin_step, end_step=self.end_step,
+                                    frequency=self.frequency)
+        if latest is not None:
+            prune_to(self.model, self.target(latest), scope=self.scope)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())

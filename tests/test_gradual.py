@@ -114,3 +114,21 @@ def test_needs_a_wrapped_model():
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     with pytest.raises(ValueError, match="needs a wrapped model"):
         model.fit(x, y, verbose=0, callbacks=[sniptf.GradualPruning(0.5, 0, 5)])
+
+
+def test_a_fit_that_starts_past_update_steps_applies_the_latest_first():
+    x, y = _data(16)
+    total = 20 * 32 + 32 * 4
+    model = _model()
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)  # 8 steps without the callback
+    record = _Record()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0,  # steps 9..12: past end_step=6
+              callbacks=[sniptf.GradualPruning(0.8, begin_step=2, end_step=6, frequency=2), record])
+    assert set(record.pruned.values()) == {int(round(0.8 * total))}
+    # begin_step=0: the update at step 0 (the initial sparsity) before the first step
+    model = _model()
+    record = _Record()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+              callbacks=[sniptf.GradualPruning(0.8, begin_step=0, end_step=40, initial_sparsity=0.3,
+                                               frequency=10), record])
+    assert record.pruned == {t: int(round(0.3 * total)) for t in range(1, 5)}
