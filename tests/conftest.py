@@ -31,7 +31,7 @@ SLOW_FIRST = (
     "test_scripts.py::test_where_pai_stands_plan_and_smoke",
     "test_snip_budgets.py::test_study_killed_and_resumed",
     "test_trial_engine.py::test_worker_killed_mid_trial_then_resume_and_work_completes_every_point_once",
-    "test_trial_engine.py::test_two_workers_run_each_point_once_and_one_leaves_within_seconds_of_its_last_trial",
+    "test_trial_engine.py::test_two_workers_run_each_point_once_and_one_leaves_while_the_other_works",
     "test_scripts.py::test_signal_propagation_script_writes_figures_and_tables",
     "test_training.py::test_sigkill_mid_training_then_same_command_resumes",
     "test_trial_engine.py::test_workers_on_a_real_postgresql_server",

