@@ -39,6 +39,12 @@ def is_graph_model(model):
     return isinstance(model, _Functional) and type(model).get_config is _Functional.get_config
 
 
+def has_layer_graph(model):
+    """True for Sequential and every Functional model, subclasses with their own
+    config included (KerasHub tasks): models whose layers' symbolic inputs exist."""
+    return isinstance(model, (keras.Sequential, _Functional))
+
+
 def is_functional(model):
     """True for Functional (not Sequential) graph models."""
     return is_graph_model(model) and not isinstance(model, keras.Sequential)

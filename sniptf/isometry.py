@@ -77,7 +77,8 @@ def approximate_isometry(model, steps=10000, learning_rate=0.1, optimizer="sgd")
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"Expected `steps` to be an int >= 0. Received: steps={steps!r}")
-    if not learning_rate > 0:
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.floating)) \
+            or not learning_rate > 0:
         raise ValueError(f"Expected `learning_rate` > 0. Received: learning_rate={learning_rate!r}")
     if isinstance(optimizer, str):
         makers = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}

@@ -77,7 +77,7 @@ def _row(layer_key, layer, path):
 
 def masked_entries(model):
     """Every masked weight of the model's MaskedLayers, as `Entry`s in model order."""
-    _check_keras_model(model)
+    check_keras_model(model)
     entries = []
     seen = set()
     for top_key, top in walk_layers(model):
@@ -88,14 +88,15 @@ def masked_entries(model):
     return entries
 
 
-def _check_keras_model(model):
+def check_keras_model(model):
+    """A keras.Model, or TypeError naming what was passed."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model. Received: model={model!r}")
 
 
 def check_model(model):
     """For transforms that need the layer graph: a Sequential or Functional model."""
-    _check_keras_model(model)
+    check_keras_model(model)
     if not _keras_compat.is_graph_model(model):
         raise ValueError(
             f"Model '{model.name}' is a subclassed {type(model).__name__}, whose "
@@ -280,7 +281,7 @@ def wrap(model, *, include_biases=False):
     scores = sniptf.saliency(wrapped, (x, y))
     ```
     """
-    _check_keras_model(model)
+    check_keras_model(model)
     if not isinstance(include_biases, bool):
         raise TypeError(f"Expected `include_biases` to be a bool. Received: include_biases={include_biases!r}")
     if isinstance(model, MaskedModel):
@@ -314,7 +315,7 @@ def strip(model):
     plain.save("pruned.keras")  # loads without sniptf installed
     ```
     """
-    _check_keras_model(model)
+    check_keras_model(model)
     if isinstance(model, MaskedModel):
         return _rebuild(model, model.model, lambda c: c,
                         lambda new: new.set_weights(_effective_weights(model.masked)))

@@ -105,6 +105,48 @@ def test_conv_layers_too_large_report_kernel_singular_values():
     assert not sniptf.jacobian_singular_values(model, x[:2], layerwise=False).layers
 
 
+class _Subclassed(keras.Model):  # no layer graph: its layers report their kernels
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = L.Dense(6, activation="tanh"), L.Dense(3)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+class _FunctionalWithConfig(keras.Model):  # a KerasHub task's kind: Functional, own get_config
+    def __init__(self, units=6, **kwargs):
+        inputs = {"ids": keras.Input((5,), dtype="int32", name="ids")}
+        h = L.GlobalAveragePooling1D()(L.Embedding(20, 4, name="embed")(inputs["ids"]))
+        super().__init__(inputs, L.Dense(3, name="head")(L.Dense(units, activation="relu", name="hid")(h)),
+                         **kwargs)
+        self.units = units
+
+    def get_config(self):
+        return {"units": self.units, "name": self.name}
+
+
+def test_models_without_a_graph_of_their_own_and_token_inputs():
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    sub = _Subclassed()
+    report = sniptf.jacobian_singular_values(sub, x)
+    assert [s.method for s in report.layers] == ["kernel", "kernel"] and report.end_to_end.values.shape == (3, 3)
+    np.testing.assert_allclose(report.layers[0].values[0], np.linalg.svd(sub.hidden.kernel.numpy(),
+                                                                         compute_uv=False), rtol=1e-5)
+    # token ids: no end-to-end Jacobian (refused, naming the way), layerwise on the float inputs
+    model = _FunctionalWithConfig()
+    ids = {"ids": np.random.default_rng(1).integers(0, 20, (3, 5)).astype("int32")}
+    with pytest.raises(ValueError, match="end_to_end=False.*Received: x of a dict of 1 inputs"):
+        sniptf.jacobian_singular_values(model, ids)
+    with pytest.raises(ValueError, match="Received: x of dtype int32"):
+        sniptf.jacobian_singular_values(model, ids["ids"])
+    report = sniptf.jacobian_singular_values(model, ids, end_to_end=False)
+    assert report.end_to_end is None and report.summary()["end_to_end"] is None
+    assert [(s.name, s.method) for s in report.layers] == [("embed", "kernel"), ("hid", "jacobian"),
+                                                            ("head", "jacobian")]
+    assert report.layers[1].values.shape == (3, 4)  # a 4 -> 6 Dense: min(4, 6) per example
+
+
 def test_delta_orthogonal():
     kernel = np.array(initializers.DeltaOrthogonal(seed=0)((3, 3, 4, 6)))
     centre = kernel[1, 1]
@@ -130,7 +172,8 @@ def test_isometry_errors():
     wrapped = sniptf.wrap(model)
     with pytest.raises(ValueError, match="Received: steps=-1"):
         sniptf.approximate_isometry(wrapped, steps=-1)
-    with pytest.raises(ValueError, match="Received: learning_rate=0"):
-        sniptf.approximate_isometry(wrapped, learning_rate=0)
+    for bad in (0, "0.1", None, float("nan")):
+        with pytest.raises(ValueError, match=f"Received: learning_rate={bad!r}"):
+            sniptf.approximate_isometry(wrapped, learning_rate=bad)
     with pytest.raises(ValueError, match="Received: optimizer='lbfgs'"):
         sniptf.approximate_isometry(wrapped, optimizer="lbfgs")
