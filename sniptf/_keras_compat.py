@@ -5,6 +5,7 @@ sniptf uses public Keras API only; `tests/test_build.py` greps for strays.
 """
 
 import contextlib
+import functools
 
 import keras
 import tensorflow as tf
@@ -23,7 +24,29 @@ from keras.src.backend import get_stateless_scope  # noqa: F401
 # symbolic tensors (`compute_output_spec` of a function); build_compiled_loss needs it.
 from keras.src import backend as _backend
 
+# global_state: Keras 3.0-3.15's TensorFlow `name_scope` pushes itself on Keras's
+# name-scope stack *before* entering `tf.name_scope`, which can raise (a model named
+# "_net" is not a valid root scope); the stack then keeps it, and every variable made
+# later in the process gets that name in its path. Transforms restore the stack.
+from keras.src.backend.common import global_state as _global_state
+
 KERAS_VERSION = tuple(int(p) for p in keras.version().split(".")[:2])
+
+
+def keeps_name_scopes(function):
+    """Decorates a transform so that, however it ends, Keras's name-scope stack is as
+    it was before (see `_global_state` above)."""
+    @functools.wraps(function)
+    def kept(*args, **kwargs):
+        stack = _global_state.get_global_attribute("name_scope_stack")
+        depth = len(stack) if stack else 0
+        try:
+            return function(*args, **kwargs)
+        finally:
+            stack = _global_state.get_global_attribute("name_scope_stack")
+            if stack and len(stack) > depth:
+                del stack[depth:]
+    return kept
 
 
 def is_graph_model(model):

@@ -254,6 +254,7 @@ def _copy_compile(source, target):
     target.compile(**args)
 
 
+@_keras_compat.keeps_name_scopes
 def wrap(model, *, include_biases=False):
     """Returns a copy of `model` with every prunable layer in a `MaskedLayer`.
 
@@ -302,6 +303,7 @@ def wrap(model, *, include_biases=False):
     return _clone(model, clone_layer)
 
 
+@_keras_compat.keeps_name_scopes
 def strip(model):
     """Returns a copy of `model` with plain Keras layers and kernels W ⊙ C.
 
@@ -336,6 +338,7 @@ def strip(model):
     return _clone(model, clone_layer)
 
 
+@_keras_compat.keeps_name_scopes
 def copy_wrapped(model):
     """A wrapped copy of a pruned `model`: the same names, weights and masks, and
     `(entry of model, entry of the copy)` pairs in model order.

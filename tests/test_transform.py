@@ -168,6 +168,28 @@ def test_prune_errors_leave_model_untouched():
         sniptf.prune(no_prunable, (np.ones((2, 3)), np.array([0, 1])))
 
 
+class _Net(keras.Model):  # Keras names it "__net": not a valid TensorFlow root scope
+    def __init__(self):
+        super().__init__()
+        self.dense = L.Dense(2)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_a_failed_wrap_leaves_no_keras_name_scope_behind():
+    """Keras's name_scope pushes itself before tf.name_scope refuses "__net"; the
+    stack kept it, and every variable made afterwards in the process had
+    "__net/__net/" in its path (it broke a later test's layer names)."""
+    net = _Net()
+    net(np.ones((1, 3), "float32"))
+    with pytest.raises(ValueError, match="__net"):
+        sniptf.wrap(net)
+    probe = L.Dense(2, name="probe")
+    probe.build((None, 3))
+    assert probe.kernel.path == "probe/kernel"
+
+
 def test_unbuilt_sequential_is_built_from_data():
     model = keras.Sequential([L.Dense(4), L.Dense(2)])
     pruned = sniptf.prune(model, (np.ones((4, 3), "float32"), np.array([0, 1, 0, 1])), kappa=0.5)
