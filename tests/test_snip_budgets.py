@@ -40,10 +40,12 @@ def test_plan_covers_the_issue():
     c = [c for c in configs if c.model == "lenet_300_100" and c.train_steps == 69120][0]
     assert c.lr_decay_every == round(0.4 * 69120) and c.lr_schedule == "piecewise"
     assert len(set(c.output_dir for c in configs)) == len(configs)
-    # within a budget, seed 0 of every run first: an early stop leaves one seed of each
+    # within a model's budget, seed 0 of every run first: an early stop leaves one seed of each
     at = [c for c in configs if c.train_steps == 69120]
-    first_other = next(i for i, c in enumerate(at) if c.seed != 0)
-    assert all(c.seed == 0 for c in at[:first_other]) and first_other == 10  # 5 runs x 2 models
+    assert [c.model for c in at] == ["lenet_300_100"] * 11 + ["lenet5_caffe"] * 11
+    for model in ("lenet_300_100", "lenet5_caffe"):
+        seeds = [c.seed for c in at if c.model == model]
+        assert seeds[:5] == [0] * 5 and set(seeds[5:]) == {1, 2}
     for c in configs:
         training.prepare(c)  # every planned run is a valid config
 

@@ -103,9 +103,9 @@ def run_config(plan, criterion, sparsity, steps, seed, output_dir):
 
 
 def configs(study_plans, output_dir, *, long_seeds=LONG_SEEDS):
-    """Every run of the study, shortest budgets first and, within a budget, the first
-    seed of every run before the others (so an early stop still leaves whole curves at
-    the short end and one seed of each run at the long end)."""
+    """Every run of the study, shortest budgets first and, within a model's budget, the
+    first seed of every run before the others (so an early stop still leaves whole
+    curves at the short end and one seed of each run at the long end)."""
     out = []
     for plan in study_plans:
         runs = [("dense", 0.0)] + [(c, s) for s in plan.sparsities for c in CRITERIA[1:]]
@@ -115,7 +115,7 @@ def configs(study_plans, output_dir, *, long_seeds=LONG_SEEDS):
                 for seed in (long_seeds if seeded else long_seeds[:1]):
                     out.append((plan, criterion, sparsity, steps, seed))
     order = [p.model for p in study_plans]
-    out.sort(key=lambda r: (r[3], r[4] != long_seeds[0], order.index(r[0].model)))
+    out.sort(key=lambda r: (r[3], order.index(r[0].model), r[4] != long_seeds[0]))
     return [run_config(*r, output_dir) for r in out]
 
 
