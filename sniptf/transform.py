@@ -152,12 +152,22 @@ def _rebuild(model, inner, outer, copy):
     new = outer(_default_clone(inner))
     if model.weights:
         config = model.get_build_config() or {}
-        if getattr(inner, "inputs", None):  # Functional subclasses know their inputs
-            new(keras.tree.map_structure(_input_like, inner.input))
-        elif "input_shape" in config:  # a symbolic call, so that export sees a called model
-            new(keras.tree.map_shape_structure(keras.KerasTensor, config["input_shape"]))
-        elif config:
-            new.build_from_config(config)
+        try:
+            if getattr(inner, "inputs", None):  # Functional subclasses know their inputs
+                new(keras.tree.map_structure(_input_like, inner.input))
+            elif "input_shape" in config:  # a symbolic call, so that export sees a called model
+                new(keras.tree.map_shape_structure(keras.KerasTensor, config["input_shape"]))
+            elif config:
+                new.build_from_config(config)
+        except ValueError as e:
+            if "is not a valid root scope name" not in str(e):
+                raise
+            # Keras names a class `_Net` "__net", which TensorFlow refuses as a scope
+            raise ValueError(
+                f"Model '{model.name}' ({type(model).__name__}) has a name TensorFlow refuses "
+                "as a name scope (it must start with a letter, digit or '.'), so its copy cannot "
+                "be called. Give it another name, e.g. `super().__init__(name=\"net\")` in its "
+                f"constructor. Received: name={model.name!r}") from None
         if len(new.weights) < len(inner.weights):
             raise ValueError(
                 f"Model '{model.name}' ({type(model).__name__}) could not be rebuilt from "
