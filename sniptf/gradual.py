@@ -46,19 +46,13 @@ def polynomial_sparsity(step, *, initial_sparsity, final_sparsity, begin_step, e
 
 
 def latest_update_step(step, *, begin_step, end_step, frequency):
-    """The last update step at or before `step` (None before `begin_step`)."""
+    """The last update step at or before `step` (None before `begin_step`): updates are
+    at begin_step + k * frequency within [begin_step, end_step], and at end_step."""
     if step < begin_step:
         return None
     if step >= end_step:
         return end_step
     return begin_step + (step - begin_step) // frequency * frequency
-
-
-def is_update_step(step, *, begin_step, end_step, frequency):
-    """True at begin_step + k * frequency within [begin_step, end_step], and at end_step."""
-    if step == end_step:
-        return True
-    return begin_step <= step < end_step and (step - begin_step) % frequency == 0
 
 
 def prune_to(model, sparsity, *, scope="global", seed=0):
@@ -151,9 +145,8 @@ class GradualPruning(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         # with steps_per_execution > 1 several steps pass per call: the latest update step counts
-        due = [t for t in range(self._seen + 1, step + 1)
-               if is_update_step(t, begin_step=self.begin_step, end_step=self.end_step,
-                                 frequency=self.frequency)]
-        self._seen = step
-        if due:
-            prune_to(self.model, self.target(due[-1]), scope=self.scope)
+        latest = latest_update_step(step, begin_step=self.begin_step, end_step=self.end_step,
+                                    frequency=self.frequency)
+        seen, self._seen = self._seen, step
+        if latest is not None and latest > seen:
+            prune_to(self.model, self.target(latest), scope=self.scope)
