@@ -13,6 +13,11 @@ read as ones, on that step's batch at the weights the step started from),
 exactly 0, the kept count of every mask never changes, and the optimizer's
 slots (momentum, Adam's moments) of every changed connection are reset to 0.
 
+With `steps_per_execution` > 1 Keras runs callbacks once per execution: an
+update due inside one is applied at its end, from the weights there (RigL's
+gradient is still that of the due step's batch); if several are due in one
+execution, only the latest is made.
+
 The update is computed from the weights, the masks and (RigL) a gradient
 all-reduced across replicas, identically on every replica and worker, so
 `MirroredStrategy` and multi-worker training keep one mask. Start from any
