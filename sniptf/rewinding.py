@@ -60,7 +60,8 @@ class RewindPoint(keras.callbacks.Callback):
             self._keep()
 
 
-def _weights_of(point):
+def _weights_of(point, model):
+    """`{path: array}` (in the order kept) of a rewind point for the wrapped `model`."""
     if isinstance(point, RewindPoint):
         if point.weights is None:
             raise ValueError(f"The RewindPoint has kept nothing yet: training has not reached step "
@@ -68,12 +69,44 @@ def _weights_of(point):
         return point.weights
     if isinstance(point, dict):
         return point
+    if isinstance(point, keras.Model):
+        return _state(point)
     if isinstance(point, (str, os.PathLike)):
-        if not os.path.exists(point):
-            raise ValueError(f"No rewind file at {os.fspath(point)!r}. Received: point={point!r}")
-        with np.load(point) as f:
+        path = os.fspath(point)
+        if not os.path.exists(path):
+            raise ValueError(f"No rewind file at {path!r}. Received: point={point!r}")
+        if path.endswith(".keras"):
+            return _state(keras.models.load_model(path, compile=False))
+        if path.endswith(".weights.h5"):
+            copy, _ = transform.copy_wrapped(model)
+            copy.load_weights(path)
+            return _state(copy)
+        with np.load(path) as f:
             return {k: f[k] for k in f.files}
-    raise TypeError(f"Expected a RewindPoint, a dict of weights or an .npz path. Received: point={point!r}")
+    raise TypeError(f"Expected a RewindPoint, a dict of weights, a keras.Model, or an .npz, .keras or "
+                    f".weights.h5 path. Received: point={point!r}")
+
+
+def _matched(variables, weights, what):
+    """The arrays of `weights` (`{path: array}`, in the order kept) for `variables`:
+    by variable path where every path is there, else by position (the same model
+    built in another process or reloaded from `.keras` may name its variables
+    differently; its weights come in the same order with the same shapes).
+
+    Raises:
+        ValueError: `what` (a phrase naming the source) does not fit.
+    """
+    if all(v.path in weights for v in variables):
+        values = [weights[v.path] for v in variables]
+    else:
+        values = list(weights.values())
+    wrong = [v.path for v, a in zip(variables, values) if tuple(np.shape(a)) != tuple(v.shape)]
+    if len(values) != len(variables) or wrong:
+        missing = [v.path for v in variables if v.path not in weights]
+        raise ValueError(f"{what}: {len(variables)} weights wanted by variable path (missing "
+                         f"{missing[:5]}) or in order (of another shape {wrong[:5]}). "
+                         f"Received: {len(weights)} weights")
+    return values
 
 
 def rewind(model, point):
@@ -86,23 +119,25 @@ def rewind(model, point):
     Args:
         model: a wrapped model (sniptf.wrap / sniptf.prune), e.g. after training
             and pruning.
-        point: a `RewindPoint` that has kept its weights, its `weights` dict, or
-            the `.npz` it wrote.
+        point: a `RewindPoint` that has kept its weights, its `weights` dict or
+            the `.npz` it wrote; or the model at the rewind step: a
+            `keras.Model` (wrapped, or the dense model before `prune`), a
+            `.keras` file or a `.weights.h5` file of `model` (e.g. from
+            `keras.callbacks.ModelCheckpoint`). Weights are matched by variable
+            path, or by position where the paths differ (a model built in
+            another process or reloaded), the masks left out.
 
     Raises:
         ValueError: weights missing from `point` or of another shape.
+        TypeError: a `point` of none of these kinds.
     """
-    weights = _weights_of(point)
+    weights = _weights_of(point, model)
     copy, pairs = transform.copy_wrapped(model)
     masks = {id(e.mask) for e in transform.masked_entries(copy)}
-    missing = [w.path for w in copy.weights if id(w) not in masks and w.path not in weights]
-    wrong = [w.path for w in copy.weights if w.path in weights and tuple(weights[w.path].shape) != tuple(w.shape)]
-    if missing or wrong:
-        raise ValueError(f"The rewind weights do not fit model '{model.name}': missing {missing[:5]}, "
-                         f"of another shape {wrong[:5]}. Received: {len(weights)} weights")
-    for w in copy.weights:
-        if id(w) not in masks:
-            w.assign(weights[w.path])
+    variables = [w for w in copy.weights if id(w) not in masks]
+    values = _matched(variables, weights, f"The rewind weights do not fit model '{model.name}'")
+    for w, value in zip(variables, values):
+        w.assign(value)
     transform.apply_masks([c for _, c in pairs], {c.key: e.mask.numpy() for e, c in pairs})
     return copy
 
@@ -152,13 +187,10 @@ def next_round(model, source_dir, sparsity, *, scope="global"):
     final_path, rewind_path = (os.path.join(source_dir, n) for n in ("final.npz", "rewind.npz"))
     with np.load(final_path) as f:
         final = {k: f[k] for k in f.files}
-    missing = [w.path for w in model.weights if w.path not in final]
-    wrong = [w.path for w in model.weights if w.path in final and tuple(final[w.path].shape) != tuple(w.shape)]
-    if missing or wrong:
-        raise ValueError(f"The run in {source_dir!r} trained another model than '{model.name}': missing "
-                         f"{missing[:5]}, of another shape {wrong[:5]}. Received: rewind_from={source_dir!r}")
-    for w in model.weights:
-        w.assign(final[w.path])
+    values = _matched(model.weights, final, f"The run in {source_dir!r} trained another model than "
+                                            f"'{model.name}'")
+    for w, value in zip(model.weights, values):
+        w.assign(value)
     entries = transform.masked_entries(model)
     total = sum(int(e.mask.numpy().size) for e in entries)
     source = 1.0 - sum(int(e.mask.numpy().sum()) for e in entries) / total

@@ -52,6 +52,50 @@ def test_rewind_restores_the_step_k_weights_of_kept_connections(tmp_path):
     assert all(np.array_equal(trained[w.path], w.numpy()) for w in model.weights)  # input untouched
 
 
+def _assert_rewound_to(rewound, model, reference):
+    """`rewound` has `model`'s masks on the weights of `reference` ({path in model: array})."""
+    for e, r in zip(sniptf.transform.masked_entries(model), sniptf.transform.masked_entries(rewound)):
+        mask = e.mask.numpy().astype(bool)
+        np.testing.assert_array_equal(r.mask.numpy().astype(bool), mask)
+        np.testing.assert_array_equal(r.weight.numpy()[mask], reference[e.weight.path][mask])
+        assert np.all(r.weight.numpy()[~mask] == 0)
+    np.testing.assert_array_equal(rewound.get_layer("bn").moving_mean.numpy(),
+                                  reference[model.get_layer("bn").moving_mean.path])
+
+
+def test_rewind_from_keras_files_a_model_and_weights_named_otherwise(tmp_path):
+    """The model at step k as Keras keeps it (ModelCheckpoint's .keras / .weights.h5, the
+    dense model before pruning, a reloaded model whose variable paths differ): matched by
+    path or, where the paths differ, by position."""
+    x, y = _data()
+    keras.utils.set_random_seed(0)
+    dense = keras.Sequential([keras.Input((10,)), keras.layers.Dense(16, activation="relu", name="h"),
+                              keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(3, name="out")])
+    at_init = {w.path: w.numpy().copy() for w in dense.weights}
+    model = sniptf.prune(dense, (x[:16], y[:16]), kappa=0.5)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)  # 12 steps
+    step12 = {w.path: w.numpy().copy() for w in model.weights}
+    model.save(tmp_path / "step12.keras")
+    model.save_weights(tmp_path / "step12.weights.h5")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    sniptf.gradual.prune_to(model, 0.8)
+    for point in (str(tmp_path / "step12.keras"), tmp_path / "step12.weights.h5"):
+        _assert_rewound_to(sniptf.rewind(model, point), model, step12)
+    # the dense model before pruning is the weights at step 0 (paths without the wrap's masks)
+    dense_paths = {p.replace("sequential/", ""): a for p, a in at_init.items()}
+    _assert_rewound_to(sniptf.rewind(model, dense), model,
+                       {p: dense_paths[p.replace("sequential/", "")] for p in step12 if "_mask" not in p})
+    # a reloaded model names its variables without the Sequential's prefix: rewind works both ways
+    reloaded = keras.models.load_model(tmp_path / "step12.keras")
+    assert [w.path for w in reloaded.weights] != [w.path for w in model.weights]
+    _assert_rewound_to(sniptf.rewind(reloaded, {p: a for p, a in step12.items() if "_mask" not in p}),
+                       reloaded, {w.path: step12[v.path] for w, v in zip(reloaded.weights, model.weights)})
+    with pytest.raises(TypeError, match="Received: point=3"):
+        sniptf.rewind(model, 3)
+
+
 def test_imp_prunes_the_kept_by_magnitude_to_the_schedule_and_rewinds():
     x, y = _data()
     model = _model()
