@@ -1,8 +1,9 @@
-"""Why SNIP trails dense on Fashion-MNIST LeNet-300-100: the recipe or the task? (issue 22, item 2)
+"""Why SNIP trails dense on Fashion-MNIST LeNets: the recipe or the task? (issue 22, item 2)
 
     python experiments/snip_gap_causes.py --output_dir=out/snip_gap_causes
+    python experiments/snip_gap_causes.py --model=lenet5_caffe --sparsities=0.98,0.99 --output_dir=...
 
-Dense and SNIP at 95% under the SNIP-budget study's recipe at its 4,320-step budget
+Dense and SNIP at 95% (`--sparsities`; LeNet-300-100 unless `--model`) under the SNIP-budget study's recipe at its 4,320-step budget
 (`snip_budgets.run_config`: SGD momentum 0.9, lr 0.03, x0.1 at 40% and 80%, weight decay
 5e-4 on every kernel, batch 100, [0, 1] inputs; seed 0), and under one change each:
 - `no_weight_decay`; `lr_0.1`; `lr_0.01` (the shared lr was chosen for dense LeNet-5);
@@ -32,6 +33,8 @@ flags.DEFINE_string("output_dir", "out/snip_gap_causes", "runs/ and results.json
 flags.DEFINE_integer("steps", 4320, "Training budget (8 epochs of Fashion-MNIST).", lower_bound=1)
 flags.DEFINE_list("seeds", ["0"], "Seeds.")
 flags.DEFINE_list("variants", [], "Recipes to run (default: all of VARIANTS).")
+flags.DEFINE_enum("model", "lenet_300_100", ["lenet_300_100", "lenet5_caffe"], "A LeNet of the budget study.")
+flags.DEFINE_list("sparsities", ["0.95"], "SNIP's sparsities.")
 VARIANTS = {"base": {}, "no_weight_decay": {"weight_decay": 0.0}, "lr_0.1": {"learning_rate": 0.1},
             "lr_0.01": {"learning_rate": 0.01}, "standardized": {"standardize": True},
             "mnist10k": {"dataset": "mnist10k"}}
@@ -49,20 +52,29 @@ def train_error(config):
 
 def main(argv):
     del argv
-    plan = next(p for p in snip_budgets.PLANS if p.model == "lenet_300_100")
+    plan = next(p for p in snip_budgets.PLANS if p.model == FLAGS.model)
+    sparsities = [float(s) for s in FLAGS.sparsities]
+    if not sparsities or not all(0.0 < s < 1.0 for s in sparsities):
+        raise app.UsageError(f"Expected --sparsities in (0, 1). Received: {FLAGS.sparsities}")
+    # the first runs (LeNet-300-100, SNIP at 95%) keep their directories; other models' go
+    # under the model's name, SNIP's under its sparsity (dense is shared)
+    legacy = FLAGS.model == "lenet_300_100"
+    where = [] if legacy else [FLAGS.model]
     unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
     if unknown:
         raise app.UsageError(f"Unknown --variants. Expected some of {list(VARIANTS)}. Received: {unknown}")
     variants = {v: f for v, f in VARIANTS.items() if v in (FLAGS.variants or VARIANTS)}
     results = []
     for variant, fields in variants.items():
-        for criterion, sparsity in (("dense", 0.0), ("snip", 0.95)):
+        for criterion, sparsity in [("dense", 0.0)] + [("snip", s) for s in sparsities]:
+            name = criterion if criterion == "dense" or (legacy and sparsity == 0.95) else f"snip_{sparsity:g}"
             for seed in map(int, FLAGS.seeds):
                 base = snip_budgets.run_config(plan, criterion, sparsity, FLAGS.steps, seed, FLAGS.output_dir)
                 config = dataclasses.replace(base, **fields, output_dir=os.path.join(
-                    FLAGS.output_dir, "runs", variant, criterion, f"steps{FLAGS.steps}", f"seed{seed}"))
+                    FLAGS.output_dir, "runs", *where, variant, name, f"steps{FLAGS.steps}", f"seed{seed}"))
                 metrics = run_here(config)
-                results.append({"variant": variant, "criterion": criterion, "sparsity": sparsity, "seed": seed,
+                results.append({"model": config.model, "variant": variant, "criterion": criterion,
+                                "sparsity": sparsity, "seed": seed,
                                 "dataset": config.dataset, "steps": config.train_steps,
                                 "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
                                 "standardize": config.standardize,
@@ -70,16 +82,16 @@ def main(argv):
                                 "train_error": 100 * train_error(config),
                                 "best_step": metrics["best_step"]})
                 run_dir.write_text(os.path.join(FLAGS.output_dir, "results.json"), json.dumps(results, indent=1))
-    print("| variant | dense test | SNIP test | gap | dense train | SNIP train | train gap |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| variant | SNIP sparsity | dense test | SNIP test | gap | dense train | SNIP train | train gap |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)
     for variant in variants:
         d = [r for r in results if r["variant"] == variant and r["criterion"] == "dense"]
-        s = [r for r in results if r["variant"] == variant and r["criterion"] == "snip"]
-        mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)
-        print(f"| {variant} | {mean(d, 'test_error'):.2f} | {mean(s, 'test_error'):.2f} | "
-              f"{mean(s, 'test_error') - mean(d, 'test_error'):+.2f} | {mean(d, 'train_error'):.2f} | "
-              f"{mean(s, 'train_error'):.2f} | {mean(s, 'train_error') - mean(d, 'train_error'):+.2f} |")
-
+        for sparsity in sparsities:
+            s = [r for r in results if r["variant"] == variant and r["sparsity"] == sparsity]
+            print(f"| {variant} | {sparsity:g} | {mean(d, 'test_error'):.2f} | {mean(s, 'test_error'):.2f} | "
+                  f"{mean(s, 'test_error') - mean(d, 'test_error'):+.2f} | {mean(d, 'train_error'):.2f} | "
+                  f"{mean(s, 'train_error'):.2f} | {mean(s, 'train_error') - mean(d, 'train_error'):+.2f} |")
 
 if __name__ == "__main__":
     app.run(main)
