@@ -36,6 +36,7 @@ flags.DEFINE_list("variants", [], "Recipes to run (default: all of VARIANTS).")
 flags.DEFINE_enum("model", "lenet_300_100", ["lenet_300_100", "lenet5_caffe"], "A LeNet of the budget study.")
 flags.DEFINE_list("sparsities", ["0.95"], "SNIP's sparsities.")
 VARIANTS = {"base": {}, "no_weight_decay": {"weight_decay": 0.0}, "lr_0.1": {"learning_rate": 0.1},
+            "lr_0.05": {"learning_rate": 0.05},
             "lr_0.01": {"learning_rate": 0.01}, "standardized": {"standardize": True},
             "mnist10k": {"dataset": "mnist10k"}}
 
@@ -79,7 +80,9 @@ def main(argv):
                                 "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
                                 "standardize": config.standardize,
                                 "test_error": 100 * metrics["test_error"],
-                                "train_error": 100 * train_error(config),
+                                # a diverged run (dense LeNet-5-Caffe at lr 0.1) has no best checkpoint
+                                "train_error": float("nan") if metrics["diverged"] else 100 * train_error(config),
+                                "diverged": metrics["diverged"],
                                 "best_step": metrics["best_step"]})
                 run_dir.write_text(os.path.join(FLAGS.output_dir, "results.json"), json.dumps(results, indent=1))
     print("| variant | SNIP sparsity | dense test | SNIP test | gap | dense train | SNIP train | train gap |")
