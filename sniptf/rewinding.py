@@ -79,7 +79,12 @@ def _weights_of(point, model):
             return _state(keras.models.load_model(path, compile=False))
         if path.endswith(".weights.h5"):
             copy, _ = transform.copy_wrapped(model)
-            copy.load_weights(path)
+            try:
+                copy.load_weights(path)
+            except ValueError as e:  # Keras names the layer that differs
+                raise ValueError(f"{path!r} holds the weights of another model than the wrapped "
+                                 f"'{model.name}' ({e}); for the dense model's weights pass the dense "
+                                 f"model itself. Received: point={point!r}") from e
             return _state(copy)
         with np.load(path) as f:
             return {k: f[k] for k in f.files}

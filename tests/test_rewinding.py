@@ -94,6 +94,9 @@ def test_rewind_from_keras_files_a_model_and_weights_named_otherwise(tmp_path):
                        reloaded, {w.path: step12[v.path] for w, v in zip(reloaded.weights, model.weights)})
     with pytest.raises(TypeError, match="Received: point=3"):
         sniptf.rewind(model, 3)
+    dense.save_weights(tmp_path / "dense.weights.h5")  # no masks: not the wrapped model's file
+    with pytest.raises(ValueError, match="another model than the wrapped"):
+        sniptf.rewind(model, tmp_path / "dense.weights.h5")
 
 
 def test_imp_prunes_the_kept_by_magnitude_to_the_schedule_and_rewinds():
