@@ -17,13 +17,13 @@ recipe at its 2,800-step budget (`snip_budgets.run_config`: Adam 1e-3, x0.1 at 4
   recurrent kernels are orthogonal in every variant: Keras's default).
 Each run is a `training.run` in this process (the rescaled criterion is registered
 here), resumable (finished runs are skipped). Writes `<output_dir>/results.json`
+(adding to the runs already recorded there: `--models=gru_s` keeps LSTM-s's)
 (test error, kept fraction per gate block of each kernel; `results_<steps>.json` for
 another `--steps`) and prints a table. `--variants` picks some, e.g. isometry at the
 longest budget: `--steps=11200 --variants=snip_isometry --seeds=0,1,2`.
 """
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -32,9 +32,9 @@ from absl import app
 from absl import flags
 
 import sniptf
-from sniptf import run_dir
 from sniptf import transform
 from sniptf.studies import snip_budgets
+from sniptf.studies.common import merge_records
 from sniptf.studies.common import run_here
 
 FLAGS = flags.FLAGS
@@ -105,7 +105,7 @@ def main(argv):
                                 "validation_error": 100 * metrics["validation_error"],
                                 "wall_time_seconds": metrics["wall_time_seconds"],
                                 "kept_per_gate": gate_fractions(config.output_dir)})
-                run_dir.write_text(os.path.join(FLAGS.output_dir, name), json.dumps(results, indent=1))
+                merge_records(os.path.join(FLAGS.output_dir, name), results, ("model", "variant", "seed"))
     for r in results:
         gates = ", ".join(f"{k} {v:.1%}" for k, v in r["kept_per_gate"].items())
         print(f"{r['model']} {r['variant']} seed {r['seed']}: test error {r['test_error']:.2f}% "

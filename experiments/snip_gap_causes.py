@@ -12,11 +12,11 @@ Dense and SNIP at 95% (`--sparsities`; LeNet-300-100 unless `--model`) under the
 For each run: test error, and the training error of its best-validation checkpoint on
 the whole training split (a gap in training error says the sparse net underfits; a gap
 in test error only, that it generalizes worse). Resumable: finished runs are skipped.
-Writes `<output_dir>/results.json` and prints a table.
+Writes `<output_dir>/results.json` (adding to the runs recorded there: other models,
+budgets and variants are kept) and prints a table of this command's runs.
 """
 
 import dataclasses
-import json
 import os
 
 import keras
@@ -24,8 +24,8 @@ from absl import app
 from absl import flags
 
 from sniptf import data as data_lib
-from sniptf import run_dir
 from sniptf.studies import snip_budgets
+from sniptf.studies.common import merge_records
 from sniptf.studies.common import run_here
 
 FLAGS = flags.FLAGS
@@ -84,7 +84,8 @@ def main(argv):
                                 "train_error": float("nan") if metrics["diverged"] else 100 * train_error(config),
                                 "diverged": metrics["diverged"],
                                 "best_step": metrics["best_step"]})
-                run_dir.write_text(os.path.join(FLAGS.output_dir, "results.json"), json.dumps(results, indent=1))
+                merge_records(os.path.join(FLAGS.output_dir, "results.json"), results,
+                              ("model", "variant", "criterion", "sparsity", "seed", "steps"))
     print("| variant | SNIP sparsity | dense test | SNIP test | gap | dense train | SNIP train | train gap |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     mean = lambda rows, k: sum(r[k] for r in rows) / len(rows)

@@ -270,3 +270,15 @@ def test_sweep_runs_in_worker_processes_replaced_every_n_runs(tmp_path):
     pids = [pid for _, _, _, pid in memory]
     assert pids[0] == pids[1] != pids[2] and os.getpid() not in pids
     assert all(rss > 0 and peak >= rss for _, rss, peak, _ in memory)
+
+
+def test_an_experiment_run_for_some_models_adds_to_its_results_file(tmp_path):
+    from sniptf.studies.common import merge_records
+    path = str(tmp_path / "results.json")
+    merge_records(path, [{"model": "lstm_s", "seed": 0, "test_error": 4.9}], ("model", "seed"))
+    merged = merge_records(path, [{"model": "gru_s", "seed": 0, "test_error": 4.8}], ("model", "seed"))
+    assert [r["model"] for r in merged] == ["lstm_s", "gru_s"]
+    merged = merge_records(path, [{"model": "lstm_s", "seed": 0, "test_error": 5.0}], ("model", "seed"))
+    with open(path) as f:
+        assert json.load(f) == merged == [{"model": "gru_s", "seed": 0, "test_error": 4.8},
+                                          {"model": "lstm_s", "seed": 0, "test_error": 5.0}]

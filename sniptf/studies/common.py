@@ -131,6 +131,21 @@ def run_stages(stages, log=print, *, runs_per_process=RUNS_PER_PROCESS, memory=N
     return results
 
 
+def merge_records(path, records, keys):
+    """Writes `records` (dicts) to the JSON list at `path`, keeping the entries already
+    there that no new record replaces (same values of `keys`): an experiment run for some
+    models or variants adds to its results file instead of overwriting the others'.
+    Returns the merged list (the old entries first, in their order)."""
+    old = []
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+    new_keys = {tuple(r[k] for k in keys) for r in records}
+    merged = [r for r in old if tuple(r.get(k) for k in keys) not in new_keys] + list(records)
+    run_dir.write_text(path, json.dumps(merged, indent=1))
+    return merged
+
+
 def summarize(results):
     """Rows of mean ± std test error per (dataset, model, criterion, kappa)."""
     groups = {}
