@@ -3,10 +3,11 @@
     python experiments/snip_gap_causes.py --output_dir=out/snip_gap_causes
     python experiments/snip_gap_causes.py --model=lenet5_caffe --sparsities=0.98,0.99 --output_dir=...
 
-Dense and SNIP at 95% (`--sparsities`; LeNet-300-100 unless `--model`) under the SNIP-budget study's recipe at its 4,320-step budget
-(`snip_budgets.run_config`: SGD momentum 0.9, lr 0.03, x0.1 at 40% and 80%, weight decay
-5e-4 on every kernel, batch 100, [0, 1] inputs; seed 0), and under one change each:
-- `no_weight_decay`; `lr_0.1`; `lr_0.01` (the shared lr was chosen for dense LeNet-5);
+Dense and SNIP at 95% (`--sparsities`; LeNet-300-100 unless `--model`) under the
+SNIP-budget study's recipe at its 4,320-step budget (`snip_budgets.run_config`: SGD
+momentum 0.9, lr 0.03, x0.1 at 40% and 80%, weight decay 5e-4 on every kernel, batch
+100, [0, 1] inputs; seed 0), and under one change each:
+- `no_weight_decay`; `lr_0.1`; `lr_0.05`; `lr_0.01` (the shared lr was chosen for dense LeNet-5);
 - `standardized` inputs (the authors');
 - `mnist10k` (the same recipe on MNIST digits: does a harder task make capacity bind?).
 For each run: test error, and the training error of its best-validation checkpoint on
@@ -54,7 +55,10 @@ def train_error(config):
 def main(argv):
     del argv
     plan = next(p for p in snip_budgets.PLANS if p.model == FLAGS.model)
-    sparsities = [float(s) for s in FLAGS.sparsities]
+    try:
+        sparsities = [float(s) for s in FLAGS.sparsities]
+    except ValueError:
+        sparsities = []
     if not sparsities or not all(0.0 < s < 1.0 for s in sparsities):
         raise app.UsageError(f"Expected --sparsities in (0, 1). Received: {FLAGS.sparsities}")
     # the first runs (LeNet-300-100, SNIP at 95%) keep their directories; other models' go
