@@ -11,6 +11,8 @@
 """
 
 import collections
+import contextlib
+import fcntl
 import gzip
 import os
 import shutil
@@ -205,26 +207,49 @@ def _data_dir(data_dir):
     return data_dir or os.environ.get("SNIPTF_DATA_DIR") or None
 
 
+@contextlib.contextmanager
+def _preparation_lock(dataset_version_dir):
+    """An exclusive lock (blocking `flock`) on `<tfds data dir>/.<dataset>.sniptf-lock`
+    while a dataset is prepared; no lock on a remote (`scheme://`) data dir."""
+    root = os.path.dirname(os.path.dirname(dataset_version_dir.rstrip("/")))
+    if "://" in root:
+        yield
+        return
+    os.makedirs(root, exist_ok=True)
+    name = os.path.basename(os.path.dirname(dataset_version_dir.rstrip("/")))
+    with open(os.path.join(root, f".{name}.sniptf-lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _tfds_dataset(name, split, data_dir, download):
     import tensorflow_datasets as tfds  # heavy; only for tfds-backed names
 
     data_dir = _data_dir(data_dir)
     source = os.environ.get("SNIPTF_FASHION_MNIST_DIR", FASHION_MNIST_DEBIAN_DIR)
-    if name == "fashion_mnist" and _has_fashion_files(source):
-        builder = fashion_mnist_builder(source, data_dir)
-    else:
-        builder = tfds.builder(name, data_dir=data_dir)
+    local = name == "fashion_mnist" and _has_fashion_files(source)
+
+    def make():
+        return fashion_mnist_builder(source, data_dir) if local else tfds.builder(name, data_dir=data_dir)
+
+    builder = make()
     if not builder.is_prepared():
-        if name == "fashion_mnist" and _has_fashion_files(source):
-            builder.download_and_prepare()
-        elif not download:
+        if not local and not download:
             raise DatasetUnavailableError(_how_to_get(name, builder.data_dir, "download=False"))
-        else:
-            try:
-                builder.download_and_prepare()
-            except Exception as e:  # tfds raises many kinds on a failed download
-                raise DatasetUnavailableError(
-                    _how_to_get(name, builder.data_dir, f"download failed: {e}")) from e
+        # study workers start together on a fresh machine: one prepares, the others wait
+        with _preparation_lock(builder.data_dir):
+            builder = make()  # prepared meanwhile by another process: read its info
+            if not builder.is_prepared():
+                try:
+                    builder.download_and_prepare()
+                except Exception as e:  # tfds raises many kinds on a failed download
+                    if local:
+                        raise
+                    raise DatasetUnavailableError(
+                        _how_to_get(name, builder.data_dir, f"download failed: {e}")) from e
     ds = builder.as_dataset(split=_TFDS_SPLITS[split], as_supervised=True,
                             shuffle_files=False)
     return ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.int64)),
@@ -269,7 +294,7 @@ def fashion_mnist_builder(source_dir, data_dir=None):
 
         def _split_generators(self, dl_manager):
             del dl_manager
-            work = tempfile.mkdtemp(prefix="sniptf-fashion-")
+            work = self._sniptf_work = tempfile.mkdtemp(prefix="sniptf-fashion-")
             generators = []
             for split, (images, labels) in _FASHION_FILES.items():
                 paths = []
@@ -287,5 +312,13 @@ def fashion_mnist_builder(source_dir, data_dir=None):
                     gen_kwargs=dict(num_examples=count, data_path=paths[0],
                                     label_path=paths[1])))
             return generators
+
+        def download_and_prepare(self, *args, **kwargs):
+            self._sniptf_work = None
+            try:
+                return super().download_and_prepare(*args, **kwargs)
+            finally:  # the decompressed copies (about 55 MB) are not needed after
+                if self._sniptf_work:
+                    shutil.rmtree(self._sniptf_work, ignore_errors=True)
 
     return LocalFashionMNIST(data_dir=_data_dir(data_dir))

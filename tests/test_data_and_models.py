@@ -1,5 +1,6 @@
 import gzip
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def _write_idx(path, array, magic):
         f.write(header + array.astype(np.uint8).tobytes())
 
 
-def test_fashion_mnist_prepared_from_local_idx_files(tmp_path, monkeypatch):
+def _fake_fashion_source(tmp_path, monkeypatch):
     src = tmp_path / "src"
     src.mkdir()
     rng = np.random.default_rng(0)
@@ -54,6 +55,11 @@ def test_fashion_mnist_prepared_from_local_idx_files(tmp_path, monkeypatch):
         _write_idx(src / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), 2051)
         _write_idx(src / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10, 2049)
     monkeypatch.setenv("SNIPTF_FASHION_MNIST_DIR", str(src))
+    return src
+
+
+def test_fashion_mnist_prepared_from_local_idx_files(tmp_path, monkeypatch):
+    _fake_fashion_source(tmp_path, monkeypatch)
     data_dir = str(tmp_path / "tfds")
     train = list(data.load("fashion_mnist", "train", data_dir=data_dir, download=False))
     val = list(data.load("fashion_mnist", "validation", data_dir=data_dir, download=False))
@@ -69,6 +75,42 @@ def test_fashion_mnist_prepared_from_local_idx_files(tmp_path, monkeypatch):
     assert sorted(y_train.tolist() + y.tolist()) == sorted((np.arange(20) % 10).tolist())
     import tensorflow_datasets as tfds  # the result is an ordinary tfds dataset
     assert len(list(tfds.load("fashion_mnist", split="test", data_dir=data_dir))) == 10
+
+
+def test_fashion_mnist_prepared_once_when_processes_start_together(tmp_path, monkeypatch):
+    """Study workers load a dataset no one has prepared at the same moment: the one
+    holding the preparation lock prepares it, the other waits and reads it."""
+    import threading
+    import time
+
+    import tensorflow_datasets as tfds
+
+    src = _fake_fashion_source(tmp_path, monkeypatch)
+    data_dir = str(tmp_path / "tfds")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    calls = []
+    prepare = tfds.core.DatasetBuilder.download_and_prepare
+
+    def counted(self, *args, **kwargs):
+        calls.append(threading.current_thread().name)
+        return prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", counted)
+    builder = data.fashion_mnist_builder(str(src), data_dir)
+    loaded = []
+    with data._preparation_lock(builder.data_dir):  # another worker is preparing
+        waiter = threading.Thread(name="waiter", target=lambda: loaded.append(
+            len(list(data.load("fashion_mnist", "test", data_dir=data_dir, download=False)))))
+        waiter.start()
+        time.sleep(0.5)  # the waiter has found the dataset unprepared and waits on the lock
+        assert not loaded
+        builder.download_and_prepare()
+    waiter.join(60)
+    assert loaded == [10]
+    assert calls == ["MainThread"]  # the waiter read what was prepared; it did not prepare again
+    assert not [p for p in os.listdir(scratch) if p.startswith("sniptf-fashion-")]  # copies removed
 
 
 def test_unavailable_dataset_says_how_to_get_it(tmp_path):
