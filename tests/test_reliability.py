@@ -282,3 +282,47 @@ def test_an_experiment_run_for_some_models_adds_to_its_results_file(tmp_path):
     with open(path) as f:
         assert json.load(f) == merged == [{"model": "gru_s", "seed": 0, "test_error": 4.8},
                                           {"model": "lstm_s", "seed": 0, "test_error": 5.0}]
+
+
+def test_a_sweep_stopped_by_sigterm_stops_its_workers(tmp_path):
+    """`kill <pid>` of a sweep must not leave its workers training on as orphans that
+    hold their run directories' locks (a restarted sweep could not resume them)."""
+    import time
+    out = str(tmp_path / "run")
+    script = ("from sniptf import training\nfrom sniptf.studies import common\n"
+              f"common.run_table([training.TrainConfig(model='lenet_300_100', dataset='mnist10k', "
+              f"criterion='none', kappa=1.0, train_steps=10**7, eval_every=10**6, output_dir={out!r})])\n")
+    sweep = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
+    worker = None
+    try:
+        for _ in range(600):  # the worker starts TensorFlow, then takes the run's lock
+            time.sleep(0.2)
+            assert sweep.poll() is None, sweep.stderr.read().decode()[-2000:]
+            try:
+                with run_dir.locked(out):
+                    pass
+            except run_dir.OutputDirInUse as e:
+                worker = int(str(e).split("(pid ")[1].split()[0])
+                break
+        assert worker is not None and worker != sweep.pid
+        sweep.send_signal(signal.SIGTERM)
+        assert sweep.wait(60) == 128 + signal.SIGTERM
+        for _ in range(300):
+            time.sleep(0.1)
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+        else:
+            raise AssertionError(f"worker {worker} still running after the sweep got SIGTERM")
+        with run_dir.locked(out):  # free again: a restarted sweep resumes the run
+            pass
+    finally:
+        for pid in (sweep.pid, worker):
+            try:
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        sweep.wait()

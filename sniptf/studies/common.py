@@ -1,8 +1,11 @@
 """What every study shares: one training loop, the sweep runner, the dense copy,
 markdown tables."""
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -92,6 +95,30 @@ def run_here(config):
         return json.load(f)
 
 
+class Terminated(SystemExit):
+    """The sweep's process got SIGTERM (`kill <pid>`, a job scheduler's stop)."""
+
+
+@contextlib.contextmanager
+def _terminated_on_sigterm():
+    """SIGTERM raises `Terminated` in the main thread while the sweep runs, so leaving
+    the pool's `with` terminates its workers: without it the process dies at once and
+    its workers go on training (orphans holding their run directories' locks).
+    Each run resumes from its directory when the sweep is started again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_table(configs, log=print, *, runs_per_process=RUNS_PER_PROCESS, memory=None, processes=1):
     """Runs every config whose metrics.json is missing, in `processes` worker
     processes, each replaced every `runs_per_process` runs; returns all metrics.
@@ -113,8 +140,9 @@ def run_stages(stages, log=print, *, runs_per_process=RUNS_PER_PROCESS, memory=N
     total, done = sum(len(p) for p in pending), 0
     if total:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TF state
-        with context.Pool(processes, initializer=_start_worker, initargs=(absl_logging.get_verbosity(),),
-                          maxtasksperchild=runs_per_process) as pool:
+        with _terminated_on_sigterm(), \
+                context.Pool(processes, initializer=_start_worker, initargs=(absl_logging.get_verbosity(),),
+                             maxtasksperchild=runs_per_process) as pool:
             for stage in pending:
                 for config, used in zip(stage, pool.imap(_run_one, stage)):
                     done += 1
