@@ -113,6 +113,10 @@ class TrainConfig:
     min_kept_per_layer: int = 0
     score_batches: int = 1  # batches the criterion scores on (gradients summed)
     isometry_steps: int = 0  # > 0: approximate isometry on the pruned kernels (Lee et al. 2020)
+    # the SNIP authors' code (`sniptf.prune`'s parity switches): biases scored and masked
+    # too (zero at init: pruned first); the weights re-drawn after scoring
+    include_biases: bool = False
+    reinitialize: bool = False
     batch_size: int = 100
     train_steps: int = 1000
     eval_every: int = 100
@@ -179,8 +183,13 @@ def prepare(config):
         raise TypeError(f"Expected a TrainConfig. Received: config={config!r}")
     models_lib.check_name(config.model)
     info = data_lib.info(config.dataset)
-    if not isinstance(config.standardize, bool):
-        raise TypeError(f"Expected standardize to be a bool. Received: standardize={config.standardize!r}")
+    for name in ("standardize", "include_biases", "reinitialize"):
+        if not isinstance(getattr(config, name), bool):
+            raise TypeError(f"Expected {name} to be a bool. Received: {name}={getattr(config, name)!r}")
+    for name in ("include_biases", "reinitialize"):
+        if getattr(config, name) and config.criterion in (NO_PRUNING, IMP):
+            raise ValueError(f"{name} is a switch of pruning at init; pick a criterion. "
+                             f"Received: {name}=True with criterion={config.criterion!r}")
     if config.criterion not in (NO_PRUNING, IMP):
         criteria.get_criterion(config.criterion)
     if config.criterion != NO_PRUNING:
@@ -404,7 +413,8 @@ def _build(plan, strategy, score_data):
             model = prune(dense, score_data, kappa=config.kappa,
                           criterion=config.criterion, seed=config.seed, scope=config.scope,
                           min_kept_per_layer=config.min_kept_per_layer, num_batches=config.score_batches,
-                          invert=config.sanity == "invert",
+                          invert=config.sanity == "invert", include_biases=config.include_biases,
+                          reinitialize=config.reinitialize,
                           isometry={"steps": config.isometry_steps} if config.isometry_steps else False)
         if config.sanity == "shuffle":  # prepare refused a sanity check without a mask
             model = sanity_lib.shuffle_within_layers(model, seed=config.seed)
@@ -485,6 +495,7 @@ def _metrics(plan, strategy, dense, model, best, best_model, backup, divergence,
         "min_kept_per_layer": config.min_kept_per_layer,
         "score_batches": config.score_batches,
         "isometry_steps": config.isometry_steps,
+        "include_biases": config.include_biases, "reinitialize": config.reinitialize,
         "kappa": config.kappa if config.criterion != NO_PRUNING else 1.0,
         "dense_parameters": int(dense.count_params()),
         "prunable_weights": report.total.total if report else None,

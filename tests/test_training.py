@@ -420,6 +420,30 @@ def test_multi_worker_workaround_is_scoped_and_leaves_mirrored_fit_alone():
     assert _keras_compat.current_reduce_per_replica() is original
 
 
+def test_train_flags_for_the_snip_authors_parity_switches(tmp_path, monkeypatch):
+    """--include_biases and --reinitialize reach `prune` and metrics.json; biases are in
+    the scored set (LeNet-300-100 has 410) and, zero at init, all pruned."""
+    train = _load("train")
+    asked = []
+    prune = training.prune
+    monkeypatch.setattr(training, "prune", lambda *a, **kw: asked.append(kw) or prune(*a, **kw))
+    out = str(tmp_path / "authors")
+    argv = [a for a in TINY if not a.startswith("--kappa")]
+    _run_main(train, ["train", *argv, "--kappa=0.1", "--include_biases", "--reinitialize",
+                      f"--output_dir={out}"])
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert (asked[0]["include_biases"], asked[0]["reinitialize"]) == (True, True)
+    assert (metrics["include_biases"], metrics["reinitialize"]) == (True, True)
+    assert metrics["prunable_weights"] == 266_200 + 410
+    assert metrics["kept_weights"] == round(0.1 * (266_200 + 410))
+    best = keras.models.load_model(os.path.join(out, "checkpoints", "best.keras"), compile=False)
+    biases = [v for v in best.weights if v.path.endswith("/bias")]
+    assert len(biases) == 3 and all(not np.any(v.numpy()) for v in biases)  # pruned: 0 after training
+    with pytest.raises(app.UsageError, match="include_biases=True with --criterion='none'"):
+        _run_main(train, ["train", *TINY, "--criterion=none", "--include_biases",
+                          f"--output_dir={tmp_path / 'z'}"])
+
+
 def test_train_flags_for_masks_that_change_during_training(tmp_path):
     train = _load("train")
     runs = {

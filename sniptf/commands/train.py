@@ -43,6 +43,10 @@ flags.DEFINE_integer("min_kept_per_layer", 0, "Collapse guard: weights every lay
 flags.DEFINE_integer("score_batches", 1, "Batches the criterion scores on (gradients summed).", lower_bound=1)
 flags.DEFINE_integer("isometry_steps", 0, "Approximate isometry on the pruned kernels for this many steps "
                      "(Lee et al., ICLR 2020; 0: off).", lower_bound=0)
+flags.DEFINE_bool("include_biases", False, "As the SNIP authors' code: biases are scored and masked too "
+                  "(zero at init, they are pruned first).")
+flags.DEFINE_bool("reinitialize", False, "As the SNIP authors' code: the weights are re-drawn (same "
+                  "initializers) after scoring, then masked.")
 flags.DEFINE_integer("batch_size", 100, "Global batch size.", lower_bound=1)
 flags.DEFINE_integer("train_steps", 1000, "Training steps.", lower_bound=1)
 flags.DEFINE_integer("eval_every", 100, "Steps between validations, checkpoints and backups "
