@@ -9,7 +9,10 @@ momentum 0.9, lr 0.03, x0.1 at 40% and 80%, weight decay 5e-4 on every kernel, b
 100, [0, 1] inputs; seed 0), and under one change each:
 - `no_weight_decay`; `lr_0.1`; `lr_0.05`; `lr_0.01` (the shared lr was chosen for dense LeNet-5);
 - `standardized` inputs (the authors');
-- `mnist10k` (the same recipe on MNIST digits: does a harder task make capacity bind?).
+- `mnist10k` (the same recipe on MNIST digits: does a harder task make capacity bind?);
+- `authors`: the SNIP authors' code's settings together — lr 0.1, standardized inputs,
+  and for SNIP biases scored and masked (all pruned: zero at init) and the weights
+  re-drawn after scoring (the budget's decay schedule is kept: theirs is x0.1 every 25k).
 For each run: test error, and the training error of its best-validation checkpoint on
 the whole training split (a gap in training error says the sparse net underfits; a gap
 in test error only, that it generalizes worse). Resumable: finished runs are skipped.
@@ -39,7 +42,11 @@ flags.DEFINE_list("sparsities", ["0.95"], "SNIP's sparsities.")
 VARIANTS = {"base": {}, "no_weight_decay": {"weight_decay": 0.0}, "lr_0.1": {"learning_rate": 0.1},
             "lr_0.05": {"learning_rate": 0.05},
             "lr_0.01": {"learning_rate": 0.01}, "standardized": {"standardize": True},
-            "mnist10k": {"dataset": "mnist10k"}}
+            "mnist10k": {"dataset": "mnist10k"},
+            "authors": {"learning_rate": 0.1, "standardize": True}}
+# what a variant changes in the pruned runs only: the SNIP authors' code scores and masks
+# the biases too (zero at init: all pruned) and re-draws the weights after scoring
+PRUNED_FIELDS = {"authors": {"include_biases": True, "reinitialize": True}}
 
 
 def train_error(config):
@@ -75,7 +82,8 @@ def main(argv):
             name = criterion if criterion == "dense" or (legacy and sparsity == 0.95) else f"snip_{sparsity:g}"
             for seed in map(int, FLAGS.seeds):
                 base = snip_budgets.run_config(plan, criterion, sparsity, FLAGS.steps, seed, FLAGS.output_dir)
-                config = dataclasses.replace(base, **fields, output_dir=os.path.join(
+                pruned = PRUNED_FIELDS.get(variant, {}) if criterion != "dense" else {}
+                config = dataclasses.replace(base, **fields, **pruned, output_dir=os.path.join(
                     FLAGS.output_dir, "runs", *where, variant, name, f"steps{FLAGS.steps}", f"seed{seed}"))
                 metrics = run_here(config)
                 results.append({"model": config.model, "variant": variant, "criterion": criterion,
@@ -83,6 +91,7 @@ def main(argv):
                                 "dataset": config.dataset, "steps": config.train_steps,
                                 "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
                                 "standardize": config.standardize,
+                                "include_biases": config.include_biases, "reinitialize": config.reinitialize,
                                 "test_error": 100 * metrics["test_error"],
                                 # a diverged run (dense LeNet-5-Caffe at lr 0.1) has no best checkpoint
                                 "train_error": float("nan") if metrics["diverged"] else 100 * train_error(config),
