@@ -26,6 +26,17 @@ from sniptf import selection
 from sniptf import transform
 
 
+PRUNING_SCOPES = ("global", "layerwise")
+
+
+def check_scope(scope):
+    """The scopes magnitude pruning of kept weights takes (ERK's budgets are for a mask
+    drawn at init, not for a schedule)."""
+    if scope not in PRUNING_SCOPES:
+        raise ValueError(f"Expected `scope` to be one of {PRUNING_SCOPES}. Received: scope={scope!r}")
+    return scope
+
+
 def _check_step(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(f"Expected `{name}` to be an int >= 0. Received: {name}={value!r}")
@@ -120,7 +131,7 @@ class GradualPruning(keras.callbacks.Callback):
         if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
             raise ValueError(f"Expected `power` to be a number > 0. Received: power={power!r}")
         self.power = power
-        self.scope = selection.check_scope(scope)
+        self.scope = check_scope(scope)
         self._seen = None
 
     def target(self, step):

@@ -184,9 +184,11 @@ def next_round(model, source_dir, sparsity, *, scope="global"):
     `rewind.npz`. Returns the new model (`rewind`'s copy).
 
     Raises:
-        ValueError: files missing, weights that do not fit, or `sparsity` below
-            the source's (masks only shrink).
+        ValueError: files missing, weights that do not fit, `sparsity` below
+            the source's (masks only shrink), or a `scope` other than "global"
+            and "layerwise"; `model` is left as it was.
     """
+    gradual.check_scope(scope)
     source_dir = os.fspath(source_dir)
     check_round_source(source_dir)
     final_path, rewind_path = (os.path.join(source_dir, n) for n in ("final.npz", "rewind.npz"))
@@ -194,13 +196,20 @@ def next_round(model, source_dir, sparsity, *, scope="global"):
         final = {k: f[k] for k in f.files}
     values = _matched(model.weights, final, f"The run in {source_dir!r} trained another model than "
                                             f"'{model.name}'")
-    for w, value in zip(model.weights, values):
-        w.assign(value)
-    entries = transform.masked_entries(model)
-    total = sum(int(e.mask.numpy().size) for e in entries)
-    source = 1.0 - sum(int(e.mask.numpy().sum()) for e in entries) / total
+    # every check before `model` changes
+    with np.load(rewind_path) as f:
+        rewind_weights = {k: f[k] for k in f.files}
+    mask_ids = {id(e.mask) for e in transform.masked_entries(model)}
+    _matched([w for w in model.weights if id(w) not in mask_ids], rewind_weights,
+             f"The rewind weights in {source_dir!r} do not fit model '{model.name}'")
+    by_variable = {id(w): v for w, v in zip(model.weights, values)}
+    masks = [by_variable[id(e.mask)] for e in transform.masked_entries(model)]
+    total = sum(int(m.size) for m in masks)
+    source = 1.0 - sum(int(np.count_nonzero(m)) for m in masks) / total
     if round(sparsity * total) < round(source * total):
         raise ValueError(f"Expected a sparsity at least the source run's ({source:.6g}): masks only shrink. "
                          f"Received: sparsity={sparsity!r} from rewind_from={source_dir!r}")
+    for w, value in zip(model.weights, values):
+        w.assign(value)
     gradual.prune_to(model, sparsity, scope=scope)
-    return rewind(model, rewind_path)
+    return rewind(model, rewind_weights)

@@ -102,6 +102,7 @@ def test_on_top_of_a_pai_mask_and_across_fits_and_a_keras_round_trip(tmp_path):
     ({"final_sparsity": 0.5, "begin_step": -1, "end_step": 5}, "Received: begin_step=-1"),
     ({"final_sparsity": 0.5, "begin_step": 0, "end_step": 5, "frequency": 0}, "Received: frequency=0"),
     ({"final_sparsity": 0.5, "begin_step": 0, "end_step": 5, "scope": "local"}, "Received: scope='local'"),
+    ({"final_sparsity": 0.5, "begin_step": 0, "end_step": 5, "scope": "erk"}, "Received: scope='erk'"),
 ])
 def test_bad_arguments_name_the_value(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -198,6 +198,14 @@ def test_imp_one_round_per_training_run_prunes_the_final_weights_and_rewinds(tmp
     for fields, message in bad:
         with pytest.raises(ValueError, match=message):
             training.prepare(_imp_config(tmp_path / "x", **fields))
+    # the function itself refuses before it changes the model it is given
+    fresh = sniptf.wrap(models.get("lenet_300_100", (28, 28, 1), 10))
+    before = [w.numpy().copy() for w in fresh.weights]
+    for kwargs, message in [(dict(sparsity=0.5), r"source run's \(0\.8\): masks only shrink"),
+                            (dict(sparsity=0.9, scope="erk"), "Received: scope='erk'")]:
+        with pytest.raises(ValueError, match=message):
+            rewinding.next_round(fresh, r2, **kwargs)
+        assert all(np.array_equal(w.numpy(), b) for w, b in zip(fresh.weights, before))
     # 50% from the 80%-sparse round 2: refused before any work, its directory never made
     with pytest.raises(ValueError, match=r"masks only shrink.*kept \(0\.2\)\. Received: kappa=0\.5"):
         training.run(_imp_config(tmp_path / "r3", criterion="imp", rewind_from=str(r2), kappa=0.5))
