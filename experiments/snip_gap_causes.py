@@ -12,7 +12,9 @@ momentum 0.9, lr 0.03, x0.1 at 40% and 80%, weight decay 5e-4 on every kernel, b
 - `mnist10k` (the same recipe on MNIST digits: does a harder task make capacity bind?);
 - `authors`: the SNIP authors' code's settings together — lr 0.1, standardized inputs,
   and for SNIP biases scored and masked (all pruned: zero at init) and the weights
-  re-drawn after scoring (the budget's decay schedule is kept: theirs is x0.1 every 25k).
+  re-drawn after scoring (the budget's decay schedule is kept: theirs is x0.1 every 25k);
+  `authors_sgd` the same with plain SGD, their code's default optimizer (the paper says
+  momentum 0.9, under which dense LeNet-5-Caffe diverges here).
 For each run: test error, and the training error of its best-validation checkpoint on
 the whole training split (a gap in training error says the sparse net underfits; a gap
 in test error only, that it generalizes worse). Resumable: finished runs are skipped.
@@ -43,10 +45,12 @@ VARIANTS = {"base": {}, "no_weight_decay": {"weight_decay": 0.0}, "lr_0.1": {"le
             "lr_0.05": {"learning_rate": 0.05},
             "lr_0.01": {"learning_rate": 0.01}, "standardized": {"standardize": True},
             "mnist10k": {"dataset": "mnist10k"},
-            "authors": {"learning_rate": 0.1, "standardize": True}}
+            "authors": {"learning_rate": 0.1, "standardize": True},
+            "authors_sgd": {"optimizer": "sgd", "learning_rate": 0.1, "standardize": True}}
 # what a variant changes in the pruned runs only: the SNIP authors' code scores and masks
 # the biases too (zero at init: all pruned) and re-draws the weights after scoring
-PRUNED_FIELDS = {"authors": {"include_biases": True, "reinitialize": True}}
+PRUNED_FIELDS = {"authors": {"include_biases": True, "reinitialize": True},
+                 "authors_sgd": {"include_biases": True, "reinitialize": True}}
 
 
 def train_error(config):
@@ -89,6 +93,7 @@ def main(argv):
                 results.append({"model": config.model, "variant": variant, "criterion": criterion,
                                 "sparsity": sparsity, "seed": seed,
                                 "dataset": config.dataset, "steps": config.train_steps,
+                                "optimizer": config.optimizer,
                                 "learning_rate": config.learning_rate, "weight_decay": config.weight_decay,
                                 "standardize": config.standardize,
                                 "include_biases": config.include_biases, "reinitialize": config.reinitialize,
