@@ -199,11 +199,11 @@ def next_round(model, source_dir, sparsity, *, scope="global"):
     # every check before `model` changes
     with np.load(rewind_path) as f:
         rewind_weights = {k: f[k] for k in f.files}
-    mask_ids = {id(e.mask) for e in transform.masked_entries(model)}
+    mask_ids = [id(e.mask) for e in transform.masked_entries(model)]
     _matched([w for w in model.weights if id(w) not in mask_ids], rewind_weights,
              f"The rewind weights in {source_dir!r} do not fit model '{model.name}'")
     by_variable = {id(w): v for w, v in zip(model.weights, values)}
-    masks = [by_variable[id(e.mask)] for e in transform.masked_entries(model)]
+    masks = [by_variable[i] for i in mask_ids]
     total = sum(int(m.size) for m in masks)
     source = 1.0 - sum(int(np.count_nonzero(m)) for m in masks) / total
     if round(sparsity * total) < round(source * total):
