@@ -81,11 +81,20 @@ class Backup(_keras_compat.BackupAndRestoreHooks):
     step with the others — a hang, then TensorFlow's "tasks are unhealthy".
     A best model no generation accounts for is moved to
     `<checkpoints>/abandoned-<time>/`, never deleted.
+
+    Each generation also records the wall time spent on the run so far: that of
+    the attempts before (each counted to the backup the next one resumed from)
+    plus this attempt's since `started` (a `time.perf_counter()` value; default:
+    when the callback was made). `elapsed_before` is the part of earlier attempts
+    (0 on a clean start), so a resumed run's total is `elapsed_before` plus this
+    attempt's time.
     """
 
-    def __init__(self, backup_dir, best_model=None):
+    def __init__(self, backup_dir, best_model=None, *, started=None):
         super().__init__(backup_dir)
         self.restored_epoch = 0
+        self.elapsed_before = 0.0
+        self.started = time.perf_counter() if started is None else started
         self.best_model = best_model
         self._best_hash = None  # ((dev, inode, size, mtime), sha256) of the last best model hashed
 
@@ -134,10 +143,10 @@ class Backup(_keras_compat.BackupAndRestoreHooks):
         if self.best_model is not None:
             self.best_model.on_train_begin(logs)
         strategy = tf.distribute.get_strategy()
-        problems, good = [], []
+        problems, good, metadata = [], [], {}
         for epoch, directory in self._generations():
             try:
-                self._checked(directory)
+                metadata[epoch] = self._checked(directory)
                 good.append((epoch, directory))
             except ValueError as e:
                 problems.append(str(e))
@@ -159,6 +168,8 @@ class Backup(_keras_compat.BackupAndRestoreHooks):
             self._restore(before)  # a worker could not load it: every worker starts clean
             loaded = 0
         self.restored_epoch = loaded
+        # backups written before they recorded it count as 0
+        self.elapsed_before = float(metadata[loaded].get("wall_time_seconds", 0.0)) if loaded else 0.0
         _keras_compat.set_initial_epoch(self.model, loaded)
         if self.best_model is not None:
             self._restore_best(dict(good).get(loaded))
@@ -261,7 +272,8 @@ class Backup(_keras_compat.BackupAndRestoreHooks):
         os.makedirs(tmp)
         weights = os.path.join(tmp, "backup.weights.h5")
         self.model.save_weights(weights, overwrite=True)
-        meta = {"epoch": self.current_epoch, "sha256": _sha256(weights)}
+        meta = {"epoch": self.current_epoch, "sha256": _sha256(weights),
+                "wall_time_seconds": self.elapsed_before + time.perf_counter() - self.started}
         if self.best_model is not None:
             meta["best_sha256"] = None  # no best model yet
             path = self.best_model.path

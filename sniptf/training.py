@@ -367,7 +367,7 @@ def _run_locked(plan, strategy, out, wall_start):
     dense, model = _build(plan, strategy, splits.score_data)
     digest_at_prune = mask_digest(model)
     effective = _effective(model) if config.criterion != NO_PRUNING else None
-    best_model, backup, divergence, steps = _fit(plan, strategy, model, splits, out)
+    best_model, backup, divergence, steps = _fit(plan, strategy, model, splits, out, wall_start)
     if config.rewind_step >= 0 or config.criterion == IMP:  # the next IMP round prunes these
         rewinding.keep_final(model, os.path.join(out, "final.npz"))
     best, test_accuracy, servable = _evaluate(plan, strategy, model, best_model, divergence, splits)
@@ -430,17 +430,18 @@ def _build(plan, strategy, score_data):
     return dense, model
 
 
-def _fit(plan, strategy, model, splits, out):
+def _fit(plan, strategy, model, splits, out, wall_start):
     """Trains for `train_steps` with the best-model, backup and divergence callbacks;
     returns those three and the optimizer's step count (read now: evaluating a
-    model that has no best checkpoint recompiles it)."""
+    model that has no best checkpoint recompiles it). The backups record the wall
+    time since `wall_start` (a `time.perf_counter()` value) on top of earlier attempts'."""
     config = plan.config
     checkpoints = os.path.join(out, "checkpoints")
     os.makedirs(checkpoints, exist_ok=True)
     best_model = callbacks_lib.BestModel(os.path.join(checkpoints, "best.keras"))
     # each backup holds the best model as of its epoch: a resumed run (every worker of
     # a multi-worker job alike) goes on with the best model it had then
-    backup = backup_lib.Backup(os.path.join(out, "backup"), best_model=best_model)
+    backup = backup_lib.Backup(os.path.join(out, "backup"), best_model=best_model, started=wall_start)
     divergence = callbacks_lib.Divergence()
     callbacks = [
         divergence,  # first: once it fires, the backup and best model are left as they are
@@ -488,6 +489,7 @@ def _metrics(plan, strategy, dense, model, best, best_model, backup, divergence,
     """What `metrics.json` records."""
     config = plan.config
     best_info = best_model.best() or {"value": float("nan"), "step": 0}  # diverged before validating
+    attempt = time.perf_counter() - wall_start
     report = sparsity(best) if config.criterion != NO_PRUNING else None
     return {
         "model": config.model, "dataset": config.dataset, "standardize": config.standardize,
@@ -509,7 +511,9 @@ def _metrics(plan, strategy, dense, model, best, best_model, backup, divergence,
         "diverged": divergence.report is not None,
         # the step whose loss was not finite, and the weights that were not (model order)
         "divergence": divergence.report,
-        "wall_time_seconds": time.perf_counter() - wall_start,
+        # every attempt's (a resumed run's earlier ones to the backup resumed from)
+        "wall_time_seconds": backup.elapsed_before + attempt,
+        "wall_time_seconds_this_attempt": attempt,
         "resumed_after_epoch": backup.restored_epoch,
         "strategy": config.strategy,
         "replicas": strategy.num_replicas_in_sync,

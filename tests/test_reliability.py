@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -81,6 +82,28 @@ def test_truncated_backup_falls_back_to_the_previous_one(tmp_path, caplog):
     assert "does not match its checksum" in caplog.text and "epoch-2" in caplog.text
     assert os.listdir(backup + ".corrupt")  # set aside, not deleted
     assert not os.path.exists(backup + "/epoch-1")  # a finished fit removes its backup
+
+
+def test_a_resumed_run_counts_the_wall_time_of_the_attempts_before(tmp_path):
+    """Before: a resumed run's metrics.json had only its last attempt's time."""
+    backup = str(tmp_path / "backup")
+    model = _model()
+    first = Backup(backup, started=time.perf_counter() - 100.0)  # 100 s spent before fit
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, Y, epochs=5, verbose=0, callbacks=[first, _Kill(2)])
+    with open(os.path.join(backup, "epoch-2", "metadata.json")) as f:
+        recorded = json.load(f)["wall_time_seconds"]
+    assert 100.0 <= recorded < 200.0
+    clean = Backup(str(tmp_path / "other"))
+    _model().fit(X, Y, epochs=1, verbose=0, callbacks=[clean])
+    assert clean.elapsed_before == 0.0
+    second = Backup(backup)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(
+        json.load(open(os.path.join(backup, f"epoch-{epoch + 1}", "metadata.json")))["wall_time_seconds"]))
+    _model(seed=5).fit(X, Y, epochs=4, verbose=0, callbacks=[second, probe])
+    assert second.restored_epoch == 2 and second.elapsed_before == recorded
+    assert len(seen) == 2 and recorded <= seen[0] <= seen[1] < recorded + 100.0  # carried on, not reset
 
 
 def test_no_good_backup_starts_clean_and_a_failed_load_changes_nothing(tmp_path, caplog):

@@ -314,10 +314,15 @@ def test_sigkill_mid_training_then_same_command_resumes(tmp_path):
     first.wait()
     assert first.returncode == -signal.SIGKILL, "training ended before it could be killed"
     assert not os.path.exists(os.path.join(out, "metrics.json"))
+    before = {json.load(open(p))["epoch"]: json.load(open(p))["wall_time_seconds"] for p in glob.glob(metadata)}
     second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["resumed_after_epoch"] >= 1
+    # the wall time counts the first attempt's, up to the backup resumed from
+    earlier = before[metrics["resumed_after_epoch"]]
+    assert earlier > 0
+    assert metrics["wall_time_seconds"] == pytest.approx(earlier + metrics["wall_time_seconds_this_attempt"])
     assert metrics["steps"] == 950
     assert metrics["mask_digest_final"] == metrics["mask_digest_at_prune"]
     assert metrics["kept_weights"] == round(0.05 * 266_200)
