@@ -55,10 +55,15 @@ PRUNED_FIELDS = {"authors": {"include_biases": True, "reinitialize": True},
 
 def train_error(config):
     """Error of the run's best-validation checkpoint on its whole training split."""
-    model = keras.models.load_model(os.path.join(config.output_dir, "checkpoints", "best.keras"))
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     train = data_lib.load(config.dataset, "train", batch_size=1000, standardize=config.standardize)
-    _, accuracy = model.evaluate(train, verbose=0)
+    return checkpoint_error(config.output_dir, train)
+
+
+def checkpoint_error(run, data):
+    """Error of the best-validation checkpoint in run directory `run` on `data`."""
+    model = keras.models.load_model(os.path.join(run, "checkpoints", "best.keras"))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    _, accuracy = model.evaluate(data, verbose=0)
     keras.backend.clear_session()
     return 1.0 - float(accuracy)
 

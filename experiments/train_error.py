@@ -9,23 +9,21 @@ Each <run_dir> is a finished `training.run` directory (it holds checkpoints/best
 import os
 import sys
 
-import keras
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from snip_gap_causes import checkpoint_error  # noqa: E402
 
-from sniptf import data as data_lib
+from sniptf import data as data_lib  # noqa: E402
 
 
 def main(run_dirs):
     if not run_dirs:
         sys.exit("Expected one or more run directories (each with checkpoints/best.keras).")
+    missing = [r for r in run_dirs if not os.path.exists(os.path.join(r, "checkpoints", "best.keras"))]
+    if missing:  # checked before any is evaluated
+        sys.exit(f"Expected finished run directories with checkpoints/best.keras. Received: {missing!r}")
     train = data_lib.load("fashion_mnist", "train", batch_size=1000, standardize=False)
     for run in run_dirs:
-        path = os.path.join(run, "checkpoints", "best.keras")
-        if not os.path.exists(path):
-            sys.exit(f"Expected a finished run directory with {path}. Received: {run!r}")
-        model = keras.models.load_model(path)
-        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-        _, accuracy = model.evaluate(train, verbose=0)
-        print(f"{run} train_error {100 * (1 - accuracy):.2f}", flush=True)
+        print(f"{run} train_error {100 * checkpoint_error(run, train):.2f}", flush=True)
 
 
 if __name__ == "__main__":
