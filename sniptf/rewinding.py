@@ -2,7 +2,7 @@
 
 `RewindPoint(step)` is a callback that keeps a wrapped model's weights as they
 are after `step` optimizer steps (step 0: before the first); `rewind(model,
-point)` returns a copy of `model` with its current masks on those weights.
+checkpoint)` returns a copy of `model` with its current masks on those weights.
 Iterative magnitude pruning (train, prune a fraction of the kept weights by
 magnitude, rewind, repeat) is `sniptf.studies.imp.run` in one process; across
 processes, one round per training run: a run keeps its final masks and weights
@@ -35,7 +35,7 @@ class RewindPoint(keras.callbacks.Callback):
         path: also write them there (`.npz`, atomically) for a later process.
 
     After `fit` has passed `step`, `weights` holds `{variable path: array}`;
-    `sniptf.rewind(model, point)` takes the callback, that dict or the file.
+    `sniptf.rewind(model, checkpoint)` takes the callback, that dict or the file.
     """
 
     def __init__(self, step, path=None):
@@ -60,21 +60,21 @@ class RewindPoint(keras.callbacks.Callback):
             self._keep()
 
 
-def _weights_of(point, model):
+def _weights_of(checkpoint, model):
     """`{path: array}` (in the order kept) of a rewind point for the wrapped `model`."""
-    if isinstance(point, RewindPoint):
-        if point.weights is None:
+    if isinstance(checkpoint, RewindPoint):
+        if checkpoint.weights is None:
             raise ValueError(f"The RewindPoint has kept nothing yet: training has not reached step "
-                             f"{point.step}. Received: a RewindPoint at step {point.step}")
-        return point.weights
-    if isinstance(point, dict):
-        return point
-    if isinstance(point, keras.Model):
-        return _state(point)
-    if isinstance(point, (str, os.PathLike)):
-        path = os.fspath(point)
+                             f"{checkpoint.step}. Received: a RewindPoint at step {checkpoint.step}")
+        return checkpoint.weights
+    if isinstance(checkpoint, dict):
+        return checkpoint
+    if isinstance(checkpoint, keras.Model):
+        return _state(checkpoint)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        path = os.fspath(checkpoint)
         if not os.path.exists(path):
-            raise ValueError(f"No rewind file at {path!r}. Received: point={point!r}")
+            raise ValueError(f"No rewind file at {path!r}. Received: checkpoint={checkpoint!r}")
         if path.endswith(".keras"):
             return _state(keras.models.load_model(path, compile=False))
         if path.endswith(".weights.h5"):
@@ -84,12 +84,12 @@ def _weights_of(point, model):
             except ValueError as e:  # Keras names the layer that differs
                 raise ValueError(f"{path!r} holds the weights of another model than the wrapped "
                                  f"'{model.name}' ({e}); for the dense model's weights pass the dense "
-                                 f"model itself. Received: point={point!r}") from e
+                                 f"model itself. Received: checkpoint={checkpoint!r}") from e
             return _state(copy)
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
     raise TypeError(f"Expected a RewindPoint, a dict of weights, a keras.Model, or an .npz, .keras or "
-                    f".weights.h5 path. Received: point={point!r}")
+                    f".weights.h5 path. Received: checkpoint={checkpoint!r}")
 
 
 def _matched(variables, weights, what):
@@ -114,8 +114,8 @@ def _matched(variables, weights, what):
     return values
 
 
-def rewind(model, point):
-    """A copy of the wrapped `model` with its current masks on the weights `point` kept.
+def rewind(model, checkpoint):
+    """A copy of the wrapped `model` with its current masks on the weights `checkpoint` kept.
 
     Every weight but the masks (kernels, biases, batch-norm statistics) is set
     to its value at the rewind step, then the pruned ones to 0. The copy is
@@ -124,7 +124,7 @@ def rewind(model, point):
     Args:
         model: a wrapped model (sniptf.wrap / sniptf.prune), e.g. after training
             and pruning.
-        point: a `RewindPoint` that has kept its weights, its `weights` dict or
+        checkpoint: a `RewindPoint` that has kept its weights, its `weights` dict or
             the `.npz` it wrote; or the model at the rewind step: a
             `keras.Model` (wrapped, or the dense model before `prune`), a
             `.keras` file or a `.weights.h5` file of `model` (e.g. from
@@ -133,10 +133,10 @@ def rewind(model, point):
             another process or reloaded), the masks left out.
 
     Raises:
-        ValueError: weights missing from `point` or of another shape.
-        TypeError: a `point` of none of these kinds.
+        ValueError: weights missing from `checkpoint` or of another shape.
+        TypeError: a `checkpoint` of none of these kinds.
     """
-    weights = _weights_of(point, model)
+    weights = _weights_of(checkpoint, model)
     copy, pairs = transform.copy_wrapped(model)
     masks = {id(e.mask) for e in transform.masked_entries(copy)}
     variables = [w for w in copy.weights if id(w) not in masks]

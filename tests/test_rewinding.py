@@ -84,13 +84,13 @@ def test_rewind_from_keras_files_a_model_and_weights_named_otherwise(tmp_path):
     for point in (str(tmp_path / "step12.keras"), tmp_path / "step12.weights.h5"):
         _assert_rewound_to(sniptf.rewind(model, point), model, step12)
     # the dense model before pruning is the weights at step 0 (its paths: the wrap's, no masks)
-    _assert_rewound_to(sniptf.rewind(model, dense), model, at_init)
+    _assert_rewound_to(sniptf.rewind(model, checkpoint=dense), model, at_init)  # the name
     # a reloaded model names its variables without the Sequential's prefix: rewind works both ways
     reloaded = keras.models.load_model(tmp_path / "step12.keras")
     assert [w.path for w in reloaded.weights] != [w.path for w in model.weights]
     _assert_rewound_to(sniptf.rewind(reloaded, {p: a for p, a in step12.items() if "_mask" not in p}),
                        reloaded, {w.path: step12[v.path] for w, v in zip(reloaded.weights, model.weights)})
-    with pytest.raises(TypeError, match="Received: point=3"):
+    with pytest.raises(TypeError, match="Received: checkpoint=3"):
         sniptf.rewind(model, 3)
     dense.save_weights(tmp_path / "dense.weights.h5")  # no masks: not the wrapped model's file
     with pytest.raises(ValueError, match="another model than the wrapped"):
