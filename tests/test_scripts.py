@@ -175,6 +175,21 @@ def test_compare_criteria_script_smoke(tmp_path):
         _run(module, bad)
 
 
+def test_where_pai_stands_table_names_a_diverged_seed():
+    from types import SimpleNamespace
+    from sniptf.studies import where_pai_stands as study
+    config = SimpleNamespace(model="lenet5_caffe")
+    planned = [("dense", 0.0, config), ("dense", 0.0, config), ("grasp", 0.95, config), ("grasp", 0.95, config)]
+    metrics = [dict(test_error=e, diverged=d, sparsity=s, wall_time_seconds=1.0) for e, d, s in
+               [(0.10, False, 0.0), (0.12, False, 0.0), (float("nan"), True, 0.95), (0.16, False, 0.95)]]
+    rows = study.summarize(planned, metrics)
+    grasp = next(r for r in rows if r["method"] == "grasp")
+    assert (grasp["seeds"], grasp["diverged"]) == (2, 1) and grasp["test_error_mean"] == pytest.approx(16.0)
+    line = study.table(rows).splitlines()[-1]
+    # the mean of the one seed that trained, and that the other diverged: never a bare "± 0.00"
+    assert line == "| lenet5_caffe | 95% | 11.00 ± 1.00 | 16.00 ± 0.00 (1 of 2 diverged) |"
+
+
 def test_where_pai_stands_plan_and_smoke(tmp_path, monkeypatch):
     from sniptf.studies import common
     from sniptf.studies import where_pai_stands as study

@@ -61,6 +61,18 @@ def markdown_table(header, rows):
     return "\n".join(lines) + "\n"
 
 
+def error_cell(row):
+    """A table cell for a row of `summarize`'s kind: test error mean ± std in %, with
+    how many of its seeds diverged (their NaN left out of the mean); "–" for none."""
+    if not row:
+        return "–"
+    diverged = row.get("diverged", 0)
+    if diverged == row["seeds"]:
+        return f"diverged ({diverged} of {row['seeds']})"
+    text = f"{row['test_error_mean']:.2f} ± {row['test_error_std']:.2f}"
+    return text + (f" ({diverged} of {row['seeds']} diverged)" if diverged else "")
+
+
 # Runs per worker process: a run in a long-lived process leaves ~10 MiB behind (traced
 # functions, tf.data state; benchmarks/sweep_memory.py), so the sweep's process is
 # replaced after this many runs (the cost: one TensorFlow import per 10 runs).

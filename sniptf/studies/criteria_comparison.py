@@ -16,6 +16,7 @@ import numpy as np
 
 from sniptf import run_dir
 from sniptf import training
+from sniptf.studies.common import error_cell
 from sniptf.studies.common import markdown_table
 from sniptf.studies.common import run_table
 from sniptf.studies.common import summarize
@@ -64,23 +65,13 @@ def by_criterion(rows, criteria=CRITERIA):
         # the best: the lowest mean among the criteria whose every seed trained
         best = min((r["test_error_mean"] for r in found if r and not r.get("diverged")
                     and np.isfinite(r["test_error_mean"])), default=None)
-        row = [model, f"{1 - kappa:.1%}", _error(dense.get(model))]
+        row = [model, f"{1 - kappa:.1%}", error_cell(dense.get(model))]
         for r in found:
-            text = _error(r)
+            text = error_cell(r)
             row.append(f"**{text}**" if r and not r.get("diverged") and r["test_error_mean"] == best
                        else text)
         lines.append(row)
     return markdown_table(["model", "sparsity", "dense"] + list(criteria), lines)
-
-
-def _error(row):
-    if not row:
-        return "–"
-    diverged = row.get("diverged", 0)
-    if diverged == row["seeds"]:
-        return f"diverged ({diverged} of {row['seeds']})"
-    text = f"{row['test_error_mean']:.2f} ± {row['test_error_std']:.2f}"
-    return text + (f" ({diverged} of {row['seeds']} diverged)" if diverged else "")
 
 
 def run(*, output_dir, figures_dir, dataset="fashion_mnist", models=MODELS,
@@ -93,7 +84,7 @@ def run(*, output_dir, figures_dir, dataset="fashion_mnist", models=MODELS,
     rows = summarize(run_table(runs, log=log))
     table = by_criterion(rows, criteria) + "\n" + markdown_table(
         ["model", "criterion", "sparsity", "test error % (mean ± std)", "seeds", "wall s"],
-        [[r["model"], r["criterion"], f"{r['sparsity']:.3%}", _error(r), r["seeds"],
+        [[r["model"], r["criterion"], f"{r['sparsity']:.3%}", error_cell(r), r["seeds"],
           f"{r['wall_time_seconds']:.0f}"] for r in rows])
     os.makedirs(output_dir, exist_ok=True)
     run_dir.write_text(os.path.join(output_dir, "results.json"), json.dumps(rows, indent=2))

@@ -31,6 +31,7 @@ import numpy as np
 
 from sniptf import run_dir
 from sniptf import training
+from sniptf.studies.common import error_cell
 from sniptf.studies.common import markdown_table
 from sniptf.studies.common import run_stages
 from sniptf.studies.criteria_comparison import BUDGETS
@@ -157,7 +158,10 @@ def summarize(planned, metrics):
     for (model, method, sparsity), ms in groups.items():
         errors = np.array([m["test_error"] for m in ms], np.float64) * 100
         finite = errors[np.isfinite(errors)]
+        # a run that diverged before its first validation has no test error (NaN): the
+        # mean and std are over the others, `diverged` counts it
         rows.append({"model": model, "method": method, "sparsity": sparsity, "seeds": len(ms),
+                     "diverged": sum(bool(m.get("diverged")) for m in ms),
                      "final_sparsity": float(np.mean([m.get("final_sparsity", m["sparsity"]) for m in ms])),
                      "test_error_mean": float(finite.mean()) if finite.size else float("nan"),
                      "test_error_std": float(finite.std()) if finite.size else float("nan"),
@@ -175,7 +179,7 @@ def table(rows):
         line = [model, f"{sparsity:.0%}"]
         for method in methods:
             r = dense.get(model) if method == "dense" else cells.get((model, sparsity, method))
-            line.append("–" if r is None else f"{r['test_error_mean']:.2f} ± {r['test_error_std']:.2f}")
+            line.append(error_cell(r))
         lines.append(line)
     return markdown_table(["model", "sparsity"] + methods, lines)
 
