@@ -141,8 +141,8 @@ class Divergence(keras.callbacks.Callback):
     In place of `keras.callbacks.TerminateOnNaN`, which watches the loss only:
     a NaN gradient can turn a layer's weights to NaN while the loss stays
     finite (a ReLU may map NaN to 0, as on some CPUs, and the network goes on
-    from its biases), so
-    the trainable weights are checked too, in one compiled reduction per step.
+    from its biases), so the trainable weights are checked too, in one compiled
+    reduction per step.
     `report` holds the step, the loss, and the weights that are no longer
     finite, in model order (a weight goes non-finite when its gradient did, so
     the first of them belongs to the first layer whose gradients overflowed;
