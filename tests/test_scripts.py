@@ -185,9 +185,11 @@ def test_where_pai_stands_table_names_a_diverged_seed():
     rows = study.summarize(planned, metrics)
     grasp = next(r for r in rows if r["method"] == "grasp")
     assert (grasp["seeds"], grasp["diverged"]) == (2, 1) and grasp["test_error_mean"] == pytest.approx(16.0)
-    line = study.table(rows).splitlines()[-1]
-    # the mean of the one seed that trained, and that the other diverged: never a bare "± 0.00"
-    assert line == "| lenet5_caffe | 95% | 11.00 ± 1.00 | 16.00 ± 0.00 (1 of 2 diverged) |"
+    lines = study.table(rows).splitlines()
+    # one row per method, one column per setting; the mean of the one seed that trained, and
+    # that the other diverged: never a bare "± 0.00"
+    assert lines[0] == "| method | lenet5_caffe 95% |"
+    assert lines[2:] == ["| dense | 11.00 ± 1.00 |", "| grasp | 16.00 ± 0.00 (1 of 2 diverged) |"]
 
 
 def test_where_pai_stands_plan_and_smoke(tmp_path, monkeypatch):
@@ -229,7 +231,8 @@ def test_where_pai_stands_plan_and_smoke(tmp_path, monkeypatch):
     ran = json.load(open(out / "runs/mnist10k/lenet_300_100/imp_0.3/seed0/metrics.json"))
     assert (ran["criterion"], ran["rewind_from"]) == ("imp", str(rounds / "round00"))
     assert sorted(p.name for p in rounds.iterdir()) == ["round00"]
-    assert "| lenet_300_100 | 30% |" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text().splitlines()
+    assert table[0] == "| method | lenet_300_100 30% |" and table[3].startswith("| imp | ")
     assert (out / "error_vs_sparsity.png").stat().st_size > 5_000
     # --report_only runs nothing: GMP, never run here, is not in the table
     asked = []

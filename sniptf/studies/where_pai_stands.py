@@ -170,18 +170,17 @@ def summarize(planned, metrics):
 
 
 def table(rows):
-    """One row per (model, sparsity), one column per method."""
+    """One row per method (dense first), one column per (model, sparsity)."""
     methods = [m for m in ("dense",) + METHODS if any(r["method"] == m for r in rows)]
     cells = {(r["model"], r["sparsity"], r["method"]): r for r in rows}
     dense = {r["model"]: r for r in rows if r["method"] == "dense"}
-    lines = []
-    for model, sparsity in sorted({(r["model"], r["sparsity"]) for r in rows if r["method"] != "dense"}):
-        line = [model, f"{sparsity:.0%}"]
-        for method in methods:
-            r = dense.get(model) if method == "dense" else cells.get((model, sparsity, method))
-            line.append(error_cell(r))
-        lines.append(line)
-    return markdown_table(["model", "sparsity"] + methods, lines)
+    order = list(SPARSITIES)  # the study's models in its order, any other after them
+    settings = sorted({(r["model"], r["sparsity"]) for r in rows if r["method"] != "dense"},
+                      key=lambda s: (order.index(s[0]) if s[0] in order else len(order), s))
+    lines = [[method] + [error_cell(dense.get(model) if method == "dense" else cells.get((model, sparsity, method)))
+                         for model, sparsity in settings]
+             for method in methods]
+    return markdown_table(["method"] + [f"{model} {sparsity:.0%}" for model, sparsity in settings], lines)
 
 
 def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), methods=METHODS,
