@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -217,6 +218,15 @@ def test_where_pai_stands_plan_and_smoke(tmp_path, monkeypatch):
     assert (imp.criterion, imp.kappa, imp.train_steps) == ("imp", 0.02, 3500)
     assert imp.rewind_from == next(c.output_dir for c in stages[8] if c.model == "lenet_300_100" and c.seed == 1)
     assert stages[0][0].rewind_step == 175 and stages[0][0].train_steps == 1750
+    # only the rounds an unfinished IMP run reads are run: all of them at first; with every IMP
+    # run finished but LeNet-5-Caffe's seed-0 one at 95% (its 6th level), that trajectory's rounds 0-5
+    assert [len(s) for s in study.needed_rounds(stages, planned)] == [4] * 10 + [2]
+    for method, sparsity, c in planned:
+        if method == "imp" and (c.model, c.seed, sparsity) != ("lenet5_caffe", 0, 0.95):
+            os.makedirs(c.output_dir)
+            open(os.path.join(c.output_dir, "metrics.json"), "w").write("{}")
+    cut = study.needed_rounds(stages, planned)
+    assert [[(c.model, c.seed) for c in s] for s in cut] == [[("lenet5_caffe", 0)]] * 6 + [[]] * 5
     # the command runs the missing runs, IMP's rounds first, and writes the table
     module = _load("where_pai_stands")
     out = tmp_path / "out"
@@ -234,6 +244,12 @@ def test_where_pai_stands_plan_and_smoke(tmp_path, monkeypatch):
     table = (out / "table.md").read_text().splitlines()
     assert table[0] == "| method | lenet_300_100 30% |" and table[3].startswith("| imp | ")
     assert (out / "error_vs_sparsity.png").stat().st_size > 5_000
+    # resumed where IMP's runs are finished but its rounds are gone (a fresh machine: the rounds'
+    # .npz files are not kept): no round runs again
+    shutil.rmtree(rounds)
+    _run(module, ["where_pai_stands", "--dataset=mnist10k", "--models=lenet_300_100", "--sparsities=0.3",
+                  "--seeds=0", "--methods=imp", "--budget_percent=1", f"--output_dir={out}"])
+    assert not rounds.exists() and {r["method"] for r in json.load(open(out / "results.json"))} == {"dense", "imp"}
     # --report_only runs nothing: GMP, never run here, is not in the table
     asked = []
     monkeypatch.setattr(study, "run_stages", lambda stages, **kw: asked.append(kw["processes"])

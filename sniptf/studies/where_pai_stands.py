@@ -183,6 +183,23 @@ def table(rows):
     return markdown_table(["method"] + [f"{model} {sparsity:.0%}" for model, sparsity in settings], lines)
 
 
+def _finished(config):
+    return os.path.exists(os.path.join(config.output_dir, run_dir.FINISHED))
+
+
+def needed_rounds(stages, planned):
+    """`stages` (`imp_rounds`') cut to the rounds an unfinished IMP run of `planned` still
+    reads: for each trajectory, its rounds up to the last one read. A trajectory whose IMP
+    runs are all finished needs none (on a fresh machine its rounds' .npz files are gone)."""
+    wanted = {c.rewind_from for method, _, c in planned if method == "imp" and not _finished(c)}
+    last = {}
+    for r, stage in enumerate(stages):
+        for c in stage:
+            if c.output_dir in wanted:
+                last[(c.model, c.seed)] = r
+    return [[c for c in stage if last.get((c.model, c.seed), -1) >= r] for r, stage in enumerate(stages)]
+
+
 def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), methods=METHODS,
         budgets=None, dataset="fashion_mnist", report_only=False, processes=1, log=print):
     """Runs what is missing, `processes` runs at once; writes results.json, table.md and
@@ -192,11 +209,11 @@ def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), 
     planned = configs(output_dir=runs, models=models, sparsities=sparsities,
                       seeds=seeds, methods=methods, budgets=budgets, dataset=dataset)
     if report_only:  # the runs finished so far (the study may be running elsewhere)
-        planned = [p for p in planned if os.path.exists(os.path.join(p[2].output_dir, run_dir.FINISHED))]
+        planned = [p for p in planned if _finished(p[2])]
         stages = []
     else:  # IMP's rounds first, round by round (each reads the one before), then the table
-        stages = imp_rounds(output_dir=runs, models=models, sparsities=sparsities, seeds=seeds,
-                            budgets=budgets, dataset=dataset) if "imp" in methods else []
+        stages = needed_rounds(imp_rounds(output_dir=runs, models=models, sparsities=sparsities, seeds=seeds,
+                                          budgets=budgets, dataset=dataset), planned) if "imp" in methods else []
     rows = summarize(planned, run_stages(stages + [[c for _, _, c in planned]], log=log,
                                            processes=processes)[-1])
     text = table(rows)
