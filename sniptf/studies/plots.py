@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 
 def _save(fig, path):
@@ -297,9 +298,10 @@ def where_pai_stands(rows, path, title=""):
     pai = ("snip", "grasp", "synflow", "random_erk")
     colours = dict(zip(pai + ("gmp", "set", "rigl", "imp"), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     styles = {"": "-", "shuffle": "--", "reinit": "-.", "invert": ":"}
-    models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(2, len(models), figsize=(5.6 * len(models), 8.4), squeeze=False)
-    fig.subplots_adjust(hspace=0.32)
+    order = ["lenet_300_100", "lenet5_caffe"]  # the study's; any other model after them
+    models = sorted({r["model"] for r in rows}, key=lambda m: (order.index(m) if m in order else len(order), m))
+    fig, axes = plt.subplots(2, len(models), figsize=(6.2 * len(models), 8.8), squeeze=False)
+    fig.subplots_adjust(hspace=0.32, wspace=0.28)
     for column, model in enumerate(models):
         mine = [r for r in rows if r["model"] == model]
         for row, methods in enumerate((
@@ -318,6 +320,11 @@ def where_pai_stands(rows, path, title=""):
             if dense:
                 ax.axhline(dense[0], color="grey", linewidth=0.8, label="dense")
             ax.set_yscale("log")
+            # plain numbers on the log axis (the errors span less than a decade but for
+            # collapsed masks at chance): 12, 12.5, ... rather than 1.25×10^1
+            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+            ax.tick_params(axis="y", which="both", labelsize=7)
             ax.set_xlabel("sparsity (%)")
             ax.set_ylabel("test error (%), log scale")
             ax.set_title(f"{model}: {'PaI masks and their sanity checks' if row == 0 else 'PaI vs GMP, SET, RigL, IMP'}",
