@@ -290,15 +290,16 @@ def error_vs_steps(rows, path, title=""):
     return _save(fig, path)
 
 
-def where_pai_stands(rows, path, title=""):
+def where_pai_stands(rows, path, title="", models=()):
     """Test error (mean ± std) against sparsity, one column per model: on top each PaI
     mask (solid) with its shuffled (dashed), reinitialized (dash-dot) and inverted
     (dotted) checks in its colour; below the PaI masks against GMP, SET, RigL and IMP.
-    `rows` as `where_pai_stands.summarize` returns them; dense as a grey line."""
+    `rows` as `where_pai_stands.summarize` returns them; dense as a grey line; one column
+    per model, in the order of `models`."""
     pai = ("snip", "grasp", "synflow", "random_erk")
     colours = dict(zip(pai + ("gmp", "set", "rigl", "imp"), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     styles = {"": "-", "shuffle": "--", "reinit": "-.", "invert": ":"}
-    order = ["lenet_300_100", "lenet5_caffe"]  # the study's; any other model after them
+    order = list(models)  # the caller's order; any other model of `rows` after them
     models = sorted({r["model"] for r in rows}, key=lambda m: (order.index(m) if m in order else len(order), m))
     fig, axes = plt.subplots(2, len(models), figsize=(6.2 * len(models), 8.8), squeeze=False)
     fig.subplots_adjust(hspace=0.32, wspace=0.28)

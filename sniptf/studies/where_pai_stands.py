@@ -223,5 +223,5 @@ def run(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 1), 
     if rows:
         from sniptf.studies import plots  # matplotlib only once there is something to draw
         plots.where_pai_stands(rows, os.path.join(output_dir, "error_vs_sparsity.png"),
-                               title=f"Where PaI stands ({dataset}, {len(seeds)} seed(s))")
+                               title=f"Where PaI stands ({dataset}, {len(seeds)} seed(s))", models=SPARSITIES)
     return text
