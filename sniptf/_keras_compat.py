@@ -215,6 +215,30 @@ def multi_worker_fit(model, strategy, batch):
             del model._maybe_symbolic_build
 
 
+def wait_for_coordination_service_to_stop(timeout_seconds):
+    """Blocks until the coordination service of a multi-worker job stops (its leader's
+    process has exited) or `timeout_seconds` pass; returns whether it stopped.
+
+    TensorFlow 2.16-2.21 give Python no call that shuts a task's coordination agent
+    down (`context._reset_context` does not; the agent only stops with its process),
+    so a task that exits is seen by the leader's service as one that "stopped sending
+    heartbeats" ~10 s later, an error in the leader's log if it is still running
+    then. A task waits here instead, on a key of the service's key-value store that is
+    never set (`Context.get_config_key_value`, public on TensorFlow's private eager
+    context): the call returns UNAVAILABLE as soon as the leader's process is gone.
+    """
+    from tensorflow.python.eager import context as _context
+
+    try:
+        _context.context().get_config_key_value("sniptf/never-set/leader-gone",
+                                                timeout_in_ms=int(timeout_seconds * 1000))
+    except tf.errors.UnavailableError:
+        return True
+    except tf.errors.DeadlineExceededError:
+        return False
+    return False
+
+
 def current_reduce_per_replica():
     """The trainer's reduction function (tests check nothing leaks out)."""
     from keras.src.backend.tensorflow import trainer as tf_trainer
@@ -302,6 +326,13 @@ def optimizer_slots(optimizer, variable):
     prefix = variable.path.replace("/", "_") + "_"
     return [v for v in optimizer.variables
             if v.name.startswith(prefix) and tuple(v.shape) == tuple(variable.shape)]
+
+
+def optimizer_variable_index(optimizer, variable):
+    """The index of `variable` among the variables `optimizer` was built with (Keras
+    3.0-3.15's own optimizers index their slot lists with the private
+    `Optimizer._get_variable_index`; a custom `update_step` has no public way)."""
+    return optimizer._get_variable_index(variable)
 
 
 def set_initial_epoch(model, epoch):

@@ -1,5 +1,6 @@
 """Distribution strategies by name: default, mirrored, multi_worker, tpu."""
 
+import atexit
 import json
 import os
 import socket
@@ -7,6 +8,9 @@ import threading
 import urllib.parse
 
 import tensorflow as tf
+from absl import logging
+
+from sniptf import _keras_compat
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -159,3 +163,35 @@ def agree_min(strategy, value):
     summed = strategy.reduce(tf.distribute.ReduceOp.SUM,
                              strategy.run(lambda: tf.constant(vector, tf.float64)), axis=None)
     return int(round(float(tf.reduce_min(summed))))
+
+
+# how long a worker that has finished waits at exit for the chief's process to end
+CHIEF_EXIT_TIMEOUT = 300.0
+_leaving = []  # the strategy whose chief this process waits for at exit (at most one)
+
+
+def _outlive_the_chief(timeout):
+    if not _keras_compat.wait_for_coordination_service_to_stop(timeout):
+        logging.warning("The chief was still running %.0f s after this worker finished; "
+                        "exiting anyway.", timeout)
+
+
+def leave_after_the_chief(strategy, *, timeout=CHIEF_EXIT_TIMEOUT):
+    """Orders a multi-worker job's exit: this worker's process, at its exit, waits for
+    the chief's to end first. Call it on every worker after the job's last collective.
+
+    TensorFlow's coordination service runs in the chief and takes a worker whose
+    process has exited for a crashed one ("The following tasks are unhealthy (stopped
+    sending heartbeats)", ~10 s on) whenever the chief outlives it by that long — a
+    loaded machine, or the chief exporting, is enough. TensorFlow gives Python no call
+    that disconnects a worker cleanly, so the order is kept instead: the chief exits
+    when it is done; every other worker, at its exit (`atexit`: not before, so a
+    program may still work after `run` returns), waits until the chief's service has
+    stopped (at most `timeout` seconds, then warns and exits). A no-op on the chief
+    and off multi-worker. Registered after the last collective only, so a worker that
+    fails earlier exits at once and the chief sees the failure.
+    """
+    if is_chief(strategy) or _leaving:
+        return
+    _leaving.append(strategy)
+    atexit.register(_outlive_the_chief, timeout)

@@ -25,6 +25,7 @@ from sniptf import data as data_lib
 from sniptf import distribute
 from sniptf import initializers
 from sniptf import models as models_lib
+from sniptf import optimizers
 from sniptf import rewinding
 from sniptf import run_dir
 from sniptf import sanity as sanity_lib
@@ -41,7 +42,7 @@ from sniptf.report import sparsity
 from sniptf.rewinding import RewindPoint
 from sniptf.transform import wrap
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "tf1_momentum", "tf1_nesterov", "adam", "adamw")
 LR_SCHEDULES = ("constant", "piecewise", "linear")
 NO_PRUNING = "none"
 # the mask of a previous run, pruned further by magnitude and rewound (TrainConfig.rewind_from)
@@ -87,7 +88,10 @@ def check_optimizer(name, momentum, weight_decay):
 
 
 def make_optimizer(name, learning_rate, *, momentum=0.9, weight_decay=0.0):
-    """An optimizer by name; `weight_decay` is Keras's decoupled weight decay."""
+    """An optimizer by name; `weight_decay` is Keras's decoupled weight decay.
+    `momentum` / `nesterov` are Keras's SGD, `tf1_momentum` / `tf1_nesterov` TF1's
+    `MomentumOptimizer` (`sniptf.optimizers.TF1Momentum`: the same at a constant
+    learning rate, not under a schedule)."""
     check_optimizer(name, momentum, weight_decay)
     decay = weight_decay or None
     if name == "sgd":
@@ -95,6 +99,9 @@ def make_optimizer(name, learning_rate, *, momentum=0.9, weight_decay=0.0):
     if name in ("momentum", "nesterov"):
         return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=name == "nesterov",
                                     weight_decay=decay)
+    if name in ("tf1_momentum", "tf1_nesterov"):
+        return optimizers.TF1Momentum(learning_rate, momentum=momentum, nesterov=name == "tf1_nesterov",
+                                      weight_decay=decay)
     if name == "adam":
         return keras.optimizers.Adam(learning_rate, weight_decay=decay)
     return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
@@ -542,10 +549,11 @@ def _finish(strategy, out, best, metrics, *, servable):
         export(best, os.path.join(out, "saved_model"), overwrite=True)
     # every worker records what it ended with (a non-chief in its own .workers/<id>/)
     run_dir.write_text(os.path.join(out, run_dir.FINISHED), json.dumps(metrics, indent=2))
-    # every worker leaves together: a worker that exits while the chief still exports is
-    # reported to it ~10 s later as "unhealthy (stopped sending heartbeats)" by TF's
-    # coordination service (an error in the chief's log, and its exit waits for it)
+    # the last collective: every worker is done; then the chief leaves first (a worker
+    # that exits while the chief still runs is reported "unhealthy" by its coordination
+    # service ~10 s later: the others wait at exit for the chief's process to end)
     distribute.agree_min(strategy, 0)
+    distribute.leave_after_the_chief(strategy)
     logging.info("done: test error %.4f, validation error %.4f, sparsity %.4f, %d steps",
                  metrics["test_error"], metrics["validation_error"], metrics["sparsity"],
                  metrics["steps"])

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import keras
@@ -234,6 +235,49 @@ def test_multi_worker_training_on_loopback_and_set_updates_every_worker_alike(de
     assert chief["mask_digest_final"] == other["mask_digest_final"]
     assert chief["mask_digest_final"] != chief["mask_digest_at_prune"]  # updates happened
     assert chief["final_sparsity"] == pytest.approx(chief["sparsity"]) == pytest.approx(0.95, abs=1e-4)
+
+
+_SLOW_CHIEF = """
+import sys, time
+from sniptf import distribute
+strategy = distribute.make_strategy("multi_worker")
+distribute.agree_min(strategy, 0)  # the job's last collective
+distribute.leave_after_the_chief(strategy)
+if distribute.is_chief(strategy):
+    time.sleep(float(sys.argv[1]))  # the chief still exporting, or slowed by a loaded machine
+print("left", time.time(), flush=True)
+"""
+
+
+def test_multi_worker_workers_leave_after_a_chief_that_outlives_them_by_the_heartbeat_timeout():
+    """The flake's cause, made certain: the chief outlives the other worker by 12 s (TF's
+    coordination service reports a task that stopped heartbeating after 10 s; without
+    `leave_after_the_chief` worker 1 exits at once and the chief's log says "unhealthy").
+    The worker now waits at exit until the chief's process has ended."""
+    logs = [tempfile.TemporaryFile("w+") for _ in range(2)]
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", _SLOW_CHIEF, "12"], stdout=subprocess.DEVNULL, stderr=log, text=True,
+        env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
+        for cluster in [_loopback_cluster(2)] for i, log in enumerate(logs)]
+    ended = [None, None]
+    deadline = time.time() + 300
+    try:
+        while None in ended and time.time() < deadline:
+            for i, p in enumerate(procs):
+                if ended[i] is None and p.poll() is not None:
+                    ended[i] = time.time()
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            p.kill()
+    errors = []
+    for log in logs:
+        log.seek(0)
+        errors.append(log.read())
+    for p, err in zip(procs, errors):
+        assert p.returncode == 0, err[-3000:]
+        assert "unhealthy" not in err, err[-3000:]
+    assert ended[1] >= ended[0]  # the worker's process ended after the chief's
 
 
 def test_multi_worker_killed_worker_then_restarted_job_resumes(tmp_path):

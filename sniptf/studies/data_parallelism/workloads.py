@@ -18,8 +18,10 @@ from sniptf.studies.data_parallelism.search import Param
 class Workload:
     """A fixed model, data, optimizer and goal; the searched metaparameters.
 
-    `optimizer`: `sgd` (constant lr unless `decay_steps` is searched),
-    `momentum` or `nesterov`. Searched names: `learning_rate`, `momentum`,
+    `optimizer`: any `training.OPTIMIZERS` name — `sgd` (constant lr unless
+    `decay_steps` is searched), `momentum` / `nesterov` (Keras's SGD) or
+    `tf1_momentum` / `tf1_nesterov` (TF1's MomentumOptimizer, the authors'
+    update: it differs from Keras's once the lr decays). Searched names: `learning_rate`, `momentum`,
     `decay_steps` (linear decay over that many steps) and `final_lr_factor`.
     `standardize`: inputs standardized with the training split's per-channel
     mean and std (the authors' preprocessing). `include_biases`: biases are
@@ -70,8 +72,9 @@ WORKLOADS = {
     # the authors' MNIST workload: Simple-CNN, plain SGD, constant lr, goal 2%, 40k steps
     "mnist_simple_cnn": Workload("mnist_simple_cnn", "dps_simple_cnn", "mnist", "sgd",
                                  (Param("learning_rate", 1e-4, 1.0, "log"),), 0.02, 40_000),
-    # the authors' CIFAR-10 workload: ResNet-8 (no BN), Nesterov, linear decay, goal 40%, 100k steps
-    "cifar10_resnet8": Workload("cifar10_resnet8", "dps_resnet8", "cifar10", "nesterov",
+    # the authors' CIFAR-10 workload: ResNet-8 (no BN), TF1's Nesterov momentum (their
+    # MomentumOptimizer(use_nesterov=True)), linear decay, goal 40%, 100k steps
+    "cifar10_resnet8": Workload("cifar10_resnet8", "dps_resnet8", "cifar10", "tf1_nesterov",
                                 (Param("learning_rate", 1e-4, 1.0, "log"),
                                  Param("momentum", 0.9, 0.9999, "reverse_log"),
                                  Param("decay_steps", 30_000, 60_000, "int"),
