@@ -389,3 +389,94 @@ def test_summary_shows_a_runaway_interval_bound_in_two_significant_digits():
     assert results_lib._interval([0.0, 246830319126.7], "{:.1f}") == "[0.0, 2.5e+11]"
     assert results_lib._interval([38.6, 207.04], "{:.1f}") == "[38.6, 207.0]"
     assert results_lib._interval(None, "{:.1f}") == "—"
+
+
+def test_a_point_is_at_the_boundary_when_any_trial_reaching_its_best_k_tried_an_edge():
+    """Three trials reach K* = 20 at B=8: Sobol index 0 (lr 0.2, inside) first, index 2
+    (lr 0.3, the largest tried) too. `min` would keep index 0 alone and miss the edge."""
+    spec = dps.make_spec("tiny", sparsities=[0.0], batch_sizes=[8], trials=3)
+    lrs = {0: 0.2, 1: 0.1, 2: 0.3}
+    traces = {0: [[10, 0.6], [20, 0.4]], 1: [[10, 0.7], [20, 0.6], [30, 0.45]], 2: [[10, 0.55], [20, 0.3]]}
+    records = [{"study": dps.study_name(0.0, 8), "index": i, "trace": traces[i], "status": "reached",
+                "params": {"learning_rate": lrs[i]}, "steps": traces[i][-1][0], "cut_off": False}
+               for i in range(3)]
+    _, points, _ = dps.collect(spec, records)
+    (point,) = points
+    assert point["k_star"] == 20 and point["best_params"] == {"learning_rate": 0.2}  # index 0 first
+    assert point["best_sobol_indices"] == [0, 2]
+    assert point["at_boundary"] == ["learning_rate"]  # index 2's lr is the largest tried
+    # without the tie (index 2 slower) the same point is inside the range
+    records[2]["trace"] = [[10, 0.55], [20, 0.52], [30, 0.3]]
+    _, (point,), _ = dps.collect(spec, records)
+    assert point["best_sobol_indices"] == [0] and point["at_boundary"] == []
+
+
+def test_bootstrap_refuses_two_point_resamples_and_few_batch_sizes_have_no_interval():
+    b = [8, 32, 128]
+    k = [5016, 1758, 616]
+    fit = dps.fit_steps(b, k)  # 3 distinct B (Fashion-MNIST's 90% at 12% had 3 points)
+    assert fit["b_crit_ci"] is None and fit["c1_ci"] is None and fit["c2_ci"] is None
+    assert fit["interval_note"].startswith("not identifiable: 3 distinct batch sizes")
+    assert fit["distinct_batch_sizes"] == 3 and fit["b_crit"] > 0  # the point estimate stays
+    # with 4 distinct B every resample has at least 3: record the resamples' distinct counts
+    from sniptf.studies.data_parallelism import results as results_lib
+    seen = []
+    real = results_lib._fit_log
+
+    def spy(bs, log_k, starts):
+        seen.append(np.unique(bs).size)
+        return real(bs, log_k, starts)
+
+    results_lib._fit_log = spy
+    try:
+        fit = dps.fit_steps([8, 32, 128, 512], [5016, 1758, 616, 509], bootstrap=200)
+    finally:
+        results_lib._fit_log = real
+    assert fit["b_crit_ci"] is not None and fit["interval_note"] is None
+    assert len(seen) == 201 and min(seen[1:]) >= 3  # the point fit, then 200 resamples
+    assert results_lib._interval(None, "{:.1f}", {"interval_note": "not identifiable: 3"}) == \
+        "[not identifiable]"
+
+
+def test_probe_cache_key_changes_with_everything_that_changes_l():
+    from sniptf.studies.data_parallelism import probes
+    w = dps.get_workload("mnist10k_simple_cnn")
+    base = dict(steps=1000, every=100, params={"learning_rate": 0.1}, seed=0, probe_examples=0,
+                noise_every=0)
+    key = probes.cache_key(w, 0.9, 128, **base)
+    for field, value in (("model", "lenet5_caffe"), ("dataset", "fashion_mnist"), ("optimizer", "momentum"),
+                         ("standardize", False), ("include_biases", False), ("data_seed", 1),
+                         ("score_batch_size", 50), ("train_examples", 500)):
+        assert probes.cache_key(dataclass_replace(w, **{field: value}), 0.9, 128, **base) != key, field
+    for name, value in base.items():
+        other = dict(base, **{name: {"learning_rate": 0.2} if name == "params" else 7})
+        assert probes.cache_key(w, 0.9, 128, **other) != key, name
+    assert probes.cache_key(w, 0.5, 128, **base) != key and probes.cache_key(w, 0.9, 64, **base) != key
+    # the search and the trials' budget and goal do not change a probe
+    assert probes.cache_key(dataclass_replace(w, name="renamed", goal_error=0.03, max_steps=5), 0.9, 128,
+                            **base) == key
+
+
+def test_trial_metaparameters_are_recorded_as_drawn_through_storage_work_and_results(tmp_path):
+    """The CIFAR-10 space's points go through the journal, a worker and `collect` bit for
+    bit: floats unrounded (final_lr_factor 0.04216965034... at index 6), decay_steps an int."""
+    from sniptf.studies.trial_engine import TrialEngine
+    engine = TrialEngine(str(tmp_path / "journal.log"))
+    spec = dps.make_spec("cifar10_resnet8", sparsities=[0.9], batch_sizes=[16], trials=8)
+    dps.prepare(engine, spec)
+    drawn = dps.sobol_points(list(dps.get_workload("cifar10_resnet8").space), 8)
+    seen = {}
+
+    def run(name, params, index, best):
+        seen[index] = params
+        return {"status": "reached", "value": 10 + index, "steps": 10 + index, "trace": [[10 + index, 0.3]]}
+
+    assert engine.work(run, log=lambda m: None) == 8
+    trials, _, _ = dps.collect(spec, engine.records())
+    for index, expected in enumerate(drawn):
+        assert seen[index] == expected  # exact equality, not approx
+        assert isinstance(seen[index]["decay_steps"], int)
+    for t in trials:
+        assert t["params"] == drawn[t["sobol_index"]] and type(t["params"]["decay_steps"]) is int
+    assert drawn[6]["final_lr_factor"] == pytest.approx(0.04216965034, rel=1e-9)
+    assert repr(drawn[6]["final_lr_factor"]).startswith("0.0421696503")

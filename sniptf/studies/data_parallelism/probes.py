@@ -90,13 +90,30 @@ def check_probe_learning_rate(value):
     return lr
 
 
+# Workload fields a probe does not read: the search and the trials' budget and goal.
+# Every other field (model, dataset, optimizer, preprocessing, pruning, data order, and
+# any field added later) is part of a probe's cache key.
+_NOT_IN_PROBE = ("name", "space", "goal_error", "max_steps", "max_examples", "eval_every", "eval_growth")
+
+
+def cache_key(workload, sparsity, batch_size, *, steps, every, params, seed, probe_examples,
+              noise_every, microbatch=10):
+    """The probe cache's key: the workload's fields a probe reads (not its name: two
+    names for one workload share probes) and the probe's own settings."""
+    fields = {k: v for k, v in workload.to_dict().items() if k not in _NOT_IN_PROBE}
+    return json.dumps({"workload": fields, "sparsity": sparsity, "batch_size": batch_size,
+                       "steps": steps, "every": every, "params": params, "seed": seed,
+                       "probe_examples": probe_examples, "noise_every": noise_every,
+                       "microbatch": microbatch}, sort_keys=True)
+
+
 def run_probes(spec, points, *, batch_size, steps, every, learning_rate=PROBE_LEARNING_RATE,
                seeds=(0, 1, 2), probe_examples=0, noise_every=None, cache_path=None, log=print):
     """`probe` per sparsity and init seed at `batch_size`, at one `learning_rate` for
     every sparsity (or each point's best metaparameters with `"best"`).
 
     Results are cached in `cache_path` (JSON, written whole after each probe, keyed
-    by sparsity, seed and the probe settings), so a repeated or interrupted report
+    by everything that changes L: `cache_key`), so a repeated or interrupted report
     does not retrain what it has.
 
     Returns:
@@ -121,7 +138,8 @@ def run_probes(spec, points, *, batch_size, steps, every, learning_rate=PROBE_LE
             log(f"  no probe for sparsity {s:g}: batch size {batch_size} has no reached trial")
             continue
         for seed in seeds:
-            key = json.dumps([s, batch_size, steps, every, params, seed, probe_examples, noise_every])
+            key = cache_key(workload, s, batch_size, steps=steps, every=every, params=params,
+                            seed=seed, probe_examples=probe_examples, noise_every=noise_every)
             if key not in cache:
                 cache[key] = probe(workload, s, batch_size, params, steps=steps, every=every,
                                    probe_examples=probe_examples, seed=seed, noise_every=noise_every,

@@ -16,6 +16,10 @@ from sniptf.studies.data_parallelism.trial import steps_to_result
 
 
 BOOTSTRAP = 1000  # resamples of the (B, K*) points behind each interval
+# a resample must have at least 3 distinct B (more points than the fit's 2 constants), and
+# an interval needs 4 distinct B to draw from: with 3, most resamples repeat a point
+MIN_RESAMPLE_BATCH_SIZES = 3
+MIN_INTERVAL_BATCH_SIZES = 4
 
 
 def _fit_log(b, log_k, starts):
@@ -35,8 +39,12 @@ def fit_steps(batch_sizes, k_star, *, bootstrap=BOOTSTRAP, seed=0):
         under the fit), `rms_log_residual`, and 95% bootstrap intervals
         `c1_ci`, `c2_ci`, `b_crit_ci` (`[lo, hi]`: percentiles of the fits to
         `bootstrap` resamples of the (B, K*) points with replacement, seeded by
-        `seed`; a resample with fewer than two distinct B is drawn again). With
-        fewer than 3 distinct batch sizes, or `bootstrap=0`, the intervals are None.
+        `seed`; a resample with fewer than `MIN_RESAMPLE_BATCH_SIZES` distinct B
+        is drawn again: two points fit the two constants exactly, so such a
+        resample is an interpolation, not a fit). With fewer than
+        `MIN_INTERVAL_BATCH_SIZES` distinct batch sizes the intervals are not
+        identifiable: they are None and `interval_note` says why (as with
+        `bootstrap=0`).
 
     Raises:
         ValueError: fewer than two points, or non-positive values.
@@ -61,15 +69,21 @@ def fit_steps(batch_sizes, k_star, *, bootstrap=BOOTSTRAP, seed=0):
     c1, c2 = (float(v) for v in np.exp(theta))
     total = float(np.sum((log_k - log_k.mean()) ** 2))
     r2 = 1.0 - float(np.sum(residuals ** 2)) / total if total > 0 else 1.0
+    distinct = int(np.unique(b).size)
     out = {"c1": c1, "c2": c2, "b_crit": c1 / c2, "r2_log": r2,
            "rms_log_residual": float(np.sqrt(np.mean(residuals ** 2))),
-           "c1_ci": None, "c2_ci": None, "b_crit_ci": None, "bootstrap": 0}
-    if bootstrap and np.unique(b).size >= 3:
+           "c1_ci": None, "c2_ci": None, "b_crit_ci": None, "bootstrap": 0,
+           "distinct_batch_sizes": distinct,
+           "interval_note": None if bootstrap else "no bootstrap (bootstrap=0)"}
+    if bootstrap and distinct < MIN_INTERVAL_BATCH_SIZES:
+        out["interval_note"] = (f"not identifiable: {distinct} distinct batch sizes reach the goal "
+                                f"(an interval needs {MIN_INTERVAL_BATCH_SIZES})")
+    elif bootstrap:
         rng = np.random.default_rng(seed)
         draws = []
         while len(draws) < bootstrap:
             pick = rng.integers(0, b.size, b.size)
-            if np.unique(b[pick]).size < 2:
+            if np.unique(b[pick]).size < MIN_RESAMPLE_BATCH_SIZES:
                 continue
             t, _ = _fit_log(b[pick], log_k[pick], [theta])
             draws.append(np.exp(t))
@@ -86,12 +100,15 @@ def goal_errors(spec):
 
 
 def _at_boundary(best, mine, space):
-    """The searched metaparameters whose best value is the smallest or largest any of the
-    point's trials tried: K* found there may fall further past the edge (an upper bound)."""
+    """The searched metaparameters whose value in any of the point's best trials (every
+    trial that reaches K*: ties count, whatever their Sobol order) is the smallest or
+    largest the point's trials tried: K* found there may fall further past the edge (an
+    upper bound)."""
     edges = []
     for p in space:
         tried = [t["params"][p["name"]] for t in mine if p["name"] in t["params"]]
-        if len(set(tried)) >= 3 and best["params"][p["name"]] in (min(tried), max(tried)):
+        if len(set(tried)) >= 3 and any(t["params"][p["name"]] in (min(tried), max(tried))
+                                        for t in best if p["name"] in t["params"]):
             edges.append(p["name"])
     return edges
 
@@ -129,6 +146,7 @@ def collect(spec, records):
                 reached = [(k_of(t, goal), t) for t in mine]
                 reached = [(k, t) for k, t in reached if k is not None]
                 k, best = min(reached, key=lambda kt: kt[0]) if reached else (None, None)
+                ties = [t for kt, t in reached if kt == k]  # every trial that reaches K*
                 unreached = [t for t in mine if k_of(t, goal) is None]
                 points.append({
                     "goal_error": goal, "sparsity": s, "batch_size": b, "k_star": k,
@@ -137,7 +155,8 @@ def collect(spec, records):
                     "cut_off": sum(t["status"] != "diverged" and t["cut_off"] for t in unreached),
                     "diverged": sum(t["status"] == "diverged" for t in unreached),
                     "trials": len(mine), "best_params": best["params"] if best else None,
-                    "at_boundary": _at_boundary(best, mine, space) if best else []})
+                    "best_sobol_indices": [t["sobol_index"] for t in ties],
+                    "at_boundary": _at_boundary(ties, mine, space) if best else []})
     fits = []
     for goal in goal_errors(spec):
         for s in spec["sparsities"]:
@@ -149,11 +168,12 @@ def collect(spec, records):
     return trials, points, fits
 
 
-def _interval(ci, fmt):
+def _interval(ci, fmt, fit=None):
     """`[lo, hi]` in `fmt`, a bound past 1e5 in 2 significant digits (a bootstrap of few
-    points can put c2 near 0, and B_crit's upper bound at 1e11)."""
+    points can put c2 near 0, and B_crit's upper bound at 1e11); without one, why not."""
     if not ci:
-        return "—"
+        note = (fit or {}).get("interval_note") or ""
+        return "[not identifiable]" if note.startswith("not identifiable") else "—"
     number = lambda v: fmt.format(v) if abs(v) < 1e5 else f"{v:.2g}"
     return f"[{number(ci[0])}, {number(ci[1])}]"
 
@@ -177,8 +197,8 @@ def summary_markdown(results):
                     cells.append(f"— ({p['not_reached']}/{p.get('cut_off', 0)}/{p['diverged']})")
             k_rows.append([f"{100 * s:g}%"] + cells)
         text += (f"K* to {goal:.2%} validation error (— (not reached / cut off / diverged): no trial "
-                 "reached it; † the best trial's metaparameters are at the edge of those tried, so K* "
-                 "is an upper bound):\n\n")
+                 "reached it; † a best trial's metaparameters — any trial that reaches K* — are at the "
+                 "edge of those tried, so K* is an upper bound):\n\n")
         text += markdown_table(["sparsity"] + [f"B={b}" for b in sizes], k_rows) + "\n"
     init_noise = {}
     later = {}
@@ -192,11 +212,13 @@ def summary_markdown(results):
         s = f["sparsity"]
         fit_rows.append([f"{f.get('goal_error', spec['workload']['goal_error']):.2%}", f"{100 * s:g}%",
                          f"{f['c1']:.4g}", f"{f['c2']:.4g}",
-                         f"{f['b_crit']:.1f} {_interval(f.get('b_crit_ci'), '{:.1f}')}",
+                         f"{f['b_crit']:.1f} {_interval(f.get('b_crit_ci'), '{:.1f}', f)}",
                          f"{f['r2_log']:.3f}", f"{f.get('rms_log_residual', float('nan')):.3f}",
                          f"{np.median(init_noise[s]):.1f}" if s in init_noise else "—",
                          f"{np.median(later[s]):.1f}" if s in later else "—"])
-    text += "Fit K* = c1/B + c2 per goal and sparsity (95% bootstrap interval), beside the gradient noise scale:\n\n"
+    text += ("Fit K* = c1/B + c2 per goal and sparsity (95% bootstrap interval; not identifiable "
+             f"where fewer than {MIN_INTERVAL_BATCH_SIZES} distinct B reach the goal), beside the "
+             "gradient noise scale:\n\n")
     text += markdown_table(["goal", "sparsity", "c1", "c2", "B_crit = c1/c2 [95%]", "R² (log K)",
                             "RMS log residual", "B_simple at init (median)",
                             "B_simple in training (median)"], fit_rows)
