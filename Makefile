@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # tensorflow + tensorflow-text next to tensorflow-cpu (what it needs is in [dev])
 KERAS_HUB_VERSION := 0.32.0
 
-.PHONY: setup test fuzz demo bench clean
+.PHONY: setup test test-fast fuzz demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=12
+
+# the edit-test loop: the suite without the tests marked slow (studies, jobs of several
+# processes, subprocess checks); `make test` and .ci/run still run everything
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" --durations=5
 
 # the property-based tests with many more examples (about 10 minutes here)
 fuzz: $(STAMP)

@@ -13,23 +13,17 @@ the pruned zeros are unchanged; the layerwise singular values move towards 1). P
 line per check, "ok" or "FAILED" with what differed, and the singular-value summaries.
 """
 
-import os
-import sys
-
 import numpy as np
 from absl import app
 from absl import flags
 
 import sniptf
 from sniptf import transform
+from sniptf.studies import others_models
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import during_training_on_others_models as others  # noqa: E402
-
-MODELS = {k: others.MODELS[k] for k in ("keras_io_mnist_convnet", "keras_io_bidirectional_lstm",
+MODELS = {k: others_models.MODELS[k] for k in ("keras_io_mnist_convnet", "keras_io_bidirectional_lstm",
                                          "mobilenet_v2", "keras_hub_bert", "keras_hub_vit")}
 FLAGS = flags.FLAGS
-FLAGS.remove_flag_values(["models"])  # the imported experiment's flag
 flags.DEFINE_multi_enum("models", list(MODELS), list(MODELS), "Models to try (repeat the flag).")
 flags.DEFINE_integer("isometry_steps", 300, "Steps of approximate isometry.", lower_bound=1)
 
@@ -50,7 +44,7 @@ def checks(name, model, x, y, isometry_steps):
     finite = all(np.all(np.isfinite(s.values)) for s in dense.layers)
     yield "JSV of the dense model", finite and len(dense.layers) > 0, \
         f"{len(dense.layers)} layers, end to end mean {e2e(dense)}"
-    pruned = sniptf.prune(others._compiled(model, name), (x, y), kappa=0.1)  # scores its loss
+    pruned = sniptf.prune(others_models.compiled(model, name), (x, y), kappa=0.1)  # scores its loss
     entries = transform.masked_entries(pruned)
     before = jsv(pruned)
     layers = {s.name for s in before.layers}

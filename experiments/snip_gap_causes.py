@@ -25,12 +25,12 @@ budgets and variants are kept) and prints a table of this command's runs.
 import dataclasses
 import os
 
-import keras
 from absl import app
 from absl import flags
 
 from sniptf import data as data_lib
 from sniptf.studies import snip_budgets
+from sniptf.studies.common import checkpoint_error
 from sniptf.studies.common import merge_records
 from sniptf.studies.common import run_here
 
@@ -57,15 +57,6 @@ def train_error(config):
     """Error of the run's best-validation checkpoint on its whole training split."""
     train = data_lib.load(config.dataset, "train", batch_size=1000, standardize=config.standardize)
     return checkpoint_error(config.output_dir, train)
-
-
-def checkpoint_error(run, data):
-    """Error of the best-validation checkpoint in run directory `run` on `data`."""
-    model = keras.models.load_model(os.path.join(run, "checkpoints", "best.keras"))
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    _, accuracy = model.evaluate(data, verbose=0)
-    keras.backend.clear_session()
-    return 1.0 - float(accuracy)
 
 
 def main(argv):

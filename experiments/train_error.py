@@ -9,10 +9,8 @@ Each <run_dir> is a finished `training.run` directory (it holds checkpoints/best
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from snip_gap_causes import checkpoint_error  # noqa: E402
-
-from sniptf import data as data_lib  # noqa: E402
+from sniptf import data as data_lib
+from sniptf.studies.common import checkpoint_error
 
 
 def main(run_dirs):

@@ -9,6 +9,7 @@ import tensorflow as tf
 import sniptf
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
 def test_application_prunes_strips_and_exports(name, tmp_path):
     model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10,

@@ -32,14 +32,6 @@ def test_every_test_file_has_a_py_test():
     assert not missing, f"add py_test targets to BUILD for {missing}"
 
 
-def test_the_tests_run_first_exist():
-    from conftest import SLOW_FIRST
-    for name in SLOW_FIRST:  # a renamed test would silently go back to its file's turn
-        path, function = name.split("::")
-        assert f"def {function}(" in open(os.path.join(ROOT, "tests", path)).read(), name
-    assert len(set(SLOW_FIRST)) == len(SLOW_FIRST)
-
-
 def test_every_script_has_a_py_binary():
     mains = set(_targets().get("py_binary", {}).values())
     missing = [f for f in _files("scripts/*.py") if f not in mains]
@@ -52,6 +44,7 @@ def test_targets_point_at_existing_files():
             assert main is None or os.path.exists(os.path.join(ROOT, main)), (kind, name, main)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bazel") is None, reason="bazel (Debian bazel-bootstrap) not installed")
 def test_bazel_query_sees_every_target():
     try:

@@ -168,6 +168,7 @@ def _inputs(model, n=16, seed=1):
     return rng.normal(size=shape).astype("float32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_compaction_is_exact_on_each_layer_type(name):
     removed = 0
@@ -199,6 +200,7 @@ def _mnist_batch():
     return x[:100], y[:100]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet_300_100", "lenet5_caffe", "vgg_like"])
 def test_zoo_models_at_99_percent(name):
     x, y = _mnist_batch()
@@ -211,6 +213,7 @@ def test_zoo_models_at_99_percent(name):
     assert report.parameters_after < 0.5 * report.parameters_before
 
 
+@pytest.mark.slow
 def test_a_keras_application_compacts_exactly():
     rng = np.random.default_rng(0)
     x, y = rng.random((8, 32, 32, 3)).astype("float32"), rng.integers(0, 10, 8)
@@ -231,6 +234,7 @@ def test_a_keras_application_compacts_exactly():
     assert report.whole == () and report.parameters_after < report.parameters_before
 
 
+@pytest.mark.slow
 def test_compacted_model_trains_saves_and_exports_without_sniptf(tmp_path):
     x, y = _mnist_batch()
     keras.utils.set_random_seed(0)

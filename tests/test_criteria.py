@@ -55,6 +55,7 @@ def test_synflow_is_data_free_and_matches_the_path_products():
         sniptf.saliency(wrapped, None, criterion="snip")
 
 
+@pytest.mark.slow
 def test_synflow_does_not_overflow_where_float32_would():
     widths = [16] * 46
     model = _linear(widths)
@@ -92,6 +93,7 @@ def test_synflow_refuses_networks_without_a_positive_product_flow(middle, messag
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("criterion", ["grasp", "synflow", "force"])
 @pytest.mark.parametrize("scope", selection.SCOPES)
 def test_exact_counts_and_determinism(criterion, scope):

@@ -99,6 +99,7 @@ def hub_case(request):
     return request.param, model, x, y, pruned, [str(w.message) for w in caught]
 
 
+@pytest.mark.slow
 def test_every_kernel_inside_is_masked(hub_case):
     name, model, x, y, pruned, caught = hub_case
     masked = {id(e.weight) for e in transform.masked_entries(pruned)}
@@ -156,12 +157,14 @@ def _assert_snip_scores_are_gradient_times_weight_of(model, x, y, loss_fn, rtol)
                                    atol=1e-6 * expected.max(), err_msg=key)
 
 
+@pytest.mark.slow
 def test_snip_scores_equal_gradient_times_weight_of_the_plain_model(hub_case):
     name, model, x, y, pruned, caught = hub_case
     _assert_snip_scores_are_gradient_times_weight_of(
         model, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=True), 2e-4)
 
 
+@pytest.mark.slow
 def test_pruned_model_trains_saves_and_exports(hub_case, tmp_path):
     name, model, x, y, pruned, caught = hub_case
     pruned.compile(keras.optimizers.Adam(1e-2),
@@ -269,6 +272,7 @@ def _subclassed():
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [_functional_with_block, _subclassed], ids=["block", "subclassed"])
 def test_users_blocks_and_subclassed_models_prune_train_and_round_trip(make, tmp_path):
     x, y = _data()

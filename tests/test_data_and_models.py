@@ -140,6 +140,7 @@ def test_every_zoo_model_has_a_checked_count():
     assert sorted(PAPER_COUNTS) == sorted(sniptf.models.MODELS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
 def test_model_parameter_count_matches_the_paper(name):
     shape, count = PAPER_COUNTS[name]

@@ -187,6 +187,7 @@ def test_authors_models_have_their_weight_counts():
     assert resnet.count_params() == 75_050
 
 
+@pytest.mark.slow
 def test_run_trial_reports_reached_not_reached_and_diverged():
     workload = dps.get_workload("tiny")
     data = (dps._arrays(workload, "train"), dps._arrays(workload, "validation"))
@@ -290,6 +291,7 @@ def test_resnet8_pools_the_activated_input_with_unit_variance_scaling():
     assert (init.scale, init.mode, init.distribution) == (1.0, "fan_in", "truncated_normal")
 
 
+@pytest.mark.slow
 def test_probe_starts_at_step_every_on_the_whole_training_split(monkeypatch):
     workload = dataclass_replace(dps.get_workload("tiny"), train_examples=300)
     seen = []
@@ -321,6 +323,7 @@ def test_probe_learning_rate_is_one_for_all_sparsities_unless_best():
     assert rows[2]["std"] == pytest.approx(0.5) and all(r["monotonic"] for r in rows)
 
 
+@pytest.mark.slow
 def test_bootstrap_interval_covers_the_true_b_crit_at_about_its_rate():
     """Synthetic K* = c1/B + c2 with log-normal noise: the 95% interval of B_crit covers
     c1/c2 in about 95% of data sets (pairs bootstrap on 9 points undercovers a little)."""

@@ -4,6 +4,7 @@ Each case runs tests/distributed_worker.py in fresh processes (logical devices
 and TF_CONFIG must be set before TensorFlow starts).
 """
 
+import pytest
 import json
 import os
 import socket
@@ -41,6 +42,7 @@ def _check(result):
     assert result["weighted_scores_max_rel_diff"] < 1e-4
 
 
+@pytest.mark.slow
 def test_mirrored_two_logical_cpus(tmp_path):
     out = tmp_path / "mirrored.json"
     proc = subprocess.run([sys.executable, WORKER, "mirrored", str(out)], env=_env(),
@@ -52,6 +54,7 @@ def test_mirrored_two_logical_cpus(tmp_path):
     assert result["pruned_weights_zero_after_training"] is True
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_on_loopback(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -75,6 +78,7 @@ def test_multi_worker_two_processes_on_loopback(tmp_path):
     assert results[0]["mask_digest"] == results[1]["mask_digest"]
 
 
+@pytest.mark.slow
 def test_importing_sniptf_leaves_tensorflow_uninitialized():
     """Logical CPU devices can only be set before TensorFlow initializes; an
     import-time tensor anywhere in the package breaks every multi-device run."""

@@ -129,6 +129,7 @@ def test_bad_arguments_name_the_value(make, match):
         make()
 
 
+@pytest.mark.slow
 def test_mirrored_replicas_make_the_same_update(tmp_path):
     out = tmp_path / "dst.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)

@@ -49,6 +49,7 @@ def _pruned(name, kappa=0.1):
     return sniptf.prune(build(), None, kappa=kappa, criterion="magnitude"), _inputs(shape, dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_sparse_saved_model_serves_what_the_dense_export_serves(name, tmp_path):
     pruned, x = _pruned(name)
@@ -69,6 +70,7 @@ def test_sparse_saved_model_serves_what_the_dense_export_serves(name, tmp_path):
     np.testing.assert_allclose(out["output_0"].numpy(), a, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sparse_saved_model_loads_where_sniptf_is_not_installed(tmp_path):
     pruned, x = _pruned("conv")
     sniptf.export(pruned, tmp_path / "sparse", format="sparse_saved_model")

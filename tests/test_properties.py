@@ -6,6 +6,7 @@ batch sizes with a ragged last batch.
 `make test` runs a short, derandomized profile; `make fuzz` a long random one.
 """
 
+import pytest
 import keras
 import numpy as np
 import tensorflow as tf
@@ -81,6 +82,7 @@ def _f32(outputs):
     return [np.asarray(o, np.float32) for o in keras.tree.flatten(outputs)]
 
 
+@pytest.mark.slow
 @given(data=st.data())
 def test_pruning_properties_hold_for_random_models(data, tmp_path_factory):
     kind = data.draw(st.sampled_from(KINDS), label="kind")

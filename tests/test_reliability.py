@@ -228,16 +228,16 @@ def test_a_corrupt_best_model_in_a_backup_makes_it_bad(tmp_path):
     assert Backup.newest_good_epoch(backup) == 1
 
 
+@pytest.mark.slow
 def test_a_second_process_cannot_take_the_lock_until_the_first_dies(tmp_path):
     out = str(tmp_path / "run")
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {ROOT!r})
+        import time
         from sniptf import run_dir
         with run_dir.locked({out!r}):
             print("locked", flush=True)
             time.sleep(600)
-        """)], stdout=subprocess.PIPE, text=True)
+        """)], stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(run_dir.OutputDirInUse, match=f"pid {holder.pid} .*Received: output_dir="):
@@ -265,6 +265,7 @@ def test_a_finished_run_is_refused_unless_overwrite(tmp_path):
     assert sorted(os.listdir(out)) == ["notes.txt"]  # what a run writes, and only that
 
 
+@pytest.mark.slow
 def test_train_script_refuses_a_directory_in_use_and_writes_nothing(tmp_path):
     out = str(tmp_path / "busy")
     with run_dir.locked(out):
@@ -279,6 +280,7 @@ def test_train_script_refuses_a_directory_in_use_and_writes_nothing(tmp_path):
         assert sorted(os.listdir(out)) == before  # no flags.txt, nothing else
 
 
+@pytest.mark.slow
 def test_sweep_runs_in_worker_processes_replaced_every_n_runs(tmp_path):
     """A run leaves ~10 MiB behind in a long-lived process (benchmarks/sweep_memory.py):
     the SNIP table's sweep replaces its worker every `runs_per_process` runs."""
@@ -307,6 +309,7 @@ def test_an_experiment_run_for_some_models_adds_to_its_results_file(tmp_path):
                                           {"model": "lstm_s", "seed": 0, "test_error": 5.0}]
 
 
+@pytest.mark.slow
 def test_a_sweep_stopped_by_sigterm_stops_its_workers(tmp_path):
     """`kill <pid>` of a sweep must not leave its workers training on as orphans that
     hold their run directories' locks (a restarted sweep could not resume them)."""

@@ -97,6 +97,7 @@ def test_rewind_from_keras_files_a_model_and_weights_named_otherwise(tmp_path):
         sniptf.rewind(model, tmp_path / "dense.weights.h5")
 
 
+@pytest.mark.slow
 def test_imp_prunes_the_kept_by_magnitude_to_the_schedule_and_rewinds():
     x, y = _data()
     model = _model()
@@ -152,6 +153,7 @@ def _npz(path):
         return {k: f[k] for k in f.files}
 
 
+@pytest.mark.slow
 def test_imp_one_round_per_training_run_prunes_the_final_weights_and_rewinds(tmp_path):
     """criterion="imp" + rewind_from: the round's mask is the top-|w| of the previous run's final
     weights among its kept (exact count), its kept weights are the first run's rewind weights,

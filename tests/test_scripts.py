@@ -23,6 +23,7 @@ def demo():
 
 
 
+@pytest.mark.slow
 def test_demo_writes_results_and_saved_model(demo, tmp_path, capsys):
     out = str(tmp_path / "demo")
     _run(demo, ["demo", "--epochs=1", f"--output_dir={out}", "--kappa=0.05"])
@@ -51,6 +52,7 @@ def test_demo_rejects_bad_flags_before_work(demo, tmp_path):
         flags.FLAGS(["demo", "--model=resnet"])
 
 
+@pytest.mark.slow
 def test_make_mnist10k_reproduces_the_bundled_split(tmp_path):
     import io
     import tarfile
@@ -78,6 +80,7 @@ def test_make_mnist10k_reproduces_the_bundled_split(tmp_path):
         assert np.bincount(rebuilt[f"y_{split}"]).tolist() == np.bincount(arrays[f"y_{split}"]).tolist()
 
 
+@pytest.mark.slow
 def test_signal_propagation_script_writes_figures_and_tables(tmp_path, capsys):
     module = _load("signal_propagation")
     out, figures = tmp_path / "out", tmp_path / "figures"
@@ -112,6 +115,7 @@ def test_signal_propagation_script_writes_figures_and_tables(tmp_path, capsys):
         _run(module, ["signal_propagation", "--sparsities=1.5", f"--output_dir={out}"])
 
 
+@pytest.mark.slow
 def test_snip_experiments_script_smoke(tmp_path):
     module = _load("snip_experiments")
     out, figures = tmp_path / "out", tmp_path / "figures"
@@ -150,6 +154,7 @@ def test_snip_experiments_script_smoke(tmp_path):
         _run(module, ["snip_experiments", "--datasets=imagenet", f"--output_dir={out}"])
 
 
+@pytest.mark.slow
 def test_snip_sequential_runs_dense_and_snip_recurrent_nets():
     from sniptf.studies import snip
     rows = snip.sequential(models=("gru_s",), epochs=1, train_batches=5)
@@ -159,6 +164,7 @@ def test_snip_sequential_runs_dense_and_snip_recurrent_nets():
     assert "| gru_s | snip (95% sparse) |" in snip.sequential_markdown(rows)
 
 
+@pytest.mark.slow
 def test_compare_criteria_script_smoke(tmp_path):
     module = _load("compare_criteria")
     out, figures = tmp_path / "out", tmp_path / "figures"
@@ -193,6 +199,7 @@ def test_where_pai_stands_table_names_a_diverged_seed():
     assert lines[2:] == ["| dense | 11.00 ± 1.00 |", "| grasp | 16.00 ± 0.00 (1 of 2 diverged) |"]
 
 
+@pytest.mark.slow
 def test_where_pai_stands_plan_and_smoke(tmp_path, monkeypatch):
     from sniptf.studies import common
     from sniptf.studies import where_pai_stands as study

@@ -66,6 +66,7 @@ _DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_study_killed_and_resumed(tmp_path):
     """Killed once its first run finished, the study resumes: finished runs are kept
     as they were, the others run, results.json has the schema and every run."""

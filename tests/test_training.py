@@ -168,6 +168,7 @@ def test_tpu_strategy_fails_fast_naming_the_flag():
         distribute.make_strategy("horovod")
 
 
+@pytest.mark.slow
 def test_train_script_with_unreachable_tpu_exits_fast(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -181,6 +182,7 @@ def test_train_script_with_unreachable_tpu_exits_fast(tmp_path):
     assert not (tmp_path / "tpu" / "flags.txt").exists()
 
 
+@pytest.mark.slow
 def test_mirrored_training_matches_single_device_mask(default_run, tmp_path):
     out = str(tmp_path / "mirrored")
     proc = subprocess.run([sys.executable, TRAIN, *TINY, "--strategy=mirrored", "--num_cpu_devices=2",
@@ -208,6 +210,7 @@ def _workers(cmd, cluster, stderr=subprocess.DEVNULL):
         stdout=subprocess.DEVNULL, stderr=stderr, text=True) for i in range(len(cluster["worker"]))]
 
 
+@pytest.mark.slow
 def test_multi_worker_training_on_loopback_and_set_updates_every_worker_alike(default_run, tmp_path):
     """A two-worker job with SET prunes the mask a single process prunes, trains the 40
     steps, and both workers leave together (neither reported "unhealthy" by the other's
@@ -249,6 +252,7 @@ print("left", time.time(), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_multi_worker_workers_leave_after_a_chief_that_outlives_them_by_the_heartbeat_timeout():
     """The flake's cause, made certain: the chief outlives the other worker by 12 s (TF's
     coordination service reports a task that stopped heartbeating after 10 s; without
@@ -280,6 +284,7 @@ def test_multi_worker_workers_leave_after_a_chief_that_outlives_them_by_the_hear
     assert ended[1] >= ended[0]  # the worker's process ended after the chief's
 
 
+@pytest.mark.slow
 def test_multi_worker_killed_worker_then_restarted_job_resumes(tmp_path):
     """One of two workers of a RigL job is killed mid-training; the job is restarted (as
     a cluster manager does: every worker, the same command): all resume from the same
@@ -342,6 +347,7 @@ def test_multi_worker_killed_worker_then_restarted_job_resumes(tmp_path):
     assert (chief["best_step"], chief["validation_error"]) == (worker["best_step"], worker["validation_error"])
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_same_command_resumes(tmp_path):
     out = str(tmp_path / "preempted")
     # 950 = 9 epochs of 100 + a last one of 50: resume must still end exactly there
@@ -395,6 +401,7 @@ def _poisoned_from(step, monkeypatch):
     monkeypatch.setattr(training.data_lib, "load_splits", load_splits)
 
 
+@pytest.mark.slow
 def test_nan_mid_run_names_step_and_layer_and_keeps_last_good_backup(tmp_path, monkeypatch):
     """Before: TerminateOnNaN stopped, but Keras then backed up the NaN weights over
     the good ones and deleted the backup at the end; metrics named no step or layer."""
@@ -468,6 +475,7 @@ def test_prepare_checks_everything_and_writes_nothing(tmp_path):
     assert training.as_flags("Received: tpu='' and kappa=0") == "Received: --tpu='' and --kappa=0"
 
 
+@pytest.mark.slow
 def test_multi_worker_workaround_is_scoped_and_leaves_mirrored_fit_alone():
     # creating the strategy patches nothing (own process: it sets up collectives)
     probe = ("from sniptf import _keras_compat, distribute; before = _keras_compat.current_reduce_per_replica(); "

@@ -51,6 +51,7 @@ def _cce(y, logits):
     return keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
 
 
+@pytest.mark.slow
 def test_compiled_dict_losses_and_loss_weights_are_what_snip_scores():
     for weights in (None, {"cls": 1.0, "reg": 0.25}):
         model = _model(weights)

@@ -96,6 +96,7 @@ def _prepare_and_run_two_workers(tmp_path, storage):
     return _check_every_point_once_by_both(storage)
 
 
+@pytest.mark.slow
 def test_two_workers_run_each_point_once_and_one_leaves_while_the_other_works(tmp_path):
     """Two `work` processes on one journal; the one told to stop after 3 trials leaves
     while the other works on. (It used to hang 30-57 s after "this worker ran N trials",
@@ -127,6 +128,7 @@ def test_two_workers_run_each_point_once_and_one_leaves_while_the_other_works(tm
     _check_every_point_once_by_both(storage)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_trial_then_resume_and_work_completes_every_point_once(tmp_path):
     storage = str(tmp_path / "journal.log")
     # goal 0 is never reached: every trial runs its whole budget (seconds), so the kill lands mid-trial
@@ -163,6 +165,7 @@ def _postgres_bin():
 
 @pytest.mark.skipif(_postgres_bin() is None, reason="PostgreSQL server not installed: "
                     "apt-get install -y postgresql (Debian), as .ci/run does")
+@pytest.mark.slow
 def test_workers_on_a_real_postgresql_server(tmp_path):
     pytest.importorskip("psycopg2", reason="pip install psycopg2-binary (the [dev] extra has it)")
     bin_dir = _postgres_bin()
@@ -203,6 +206,7 @@ dps.register_workload(dataclasses.replace(dps.get_workload("tiny"), name="users_
 """
 
 
+@pytest.mark.slow
 def test_steps_to_result_command_prepare_work_report(tmp_path, monkeypatch):
     """One whole study through the command: a user's workload module, two goals, the
     incumbent cut-off, a report into another directory (the trial store elsewhere) with

@@ -88,6 +88,7 @@ def test_tutorial_layers_prune_with_every_matrix_weight_covered():
     assert [type(l) for l in sniptf.strip(pruned).layers] == [type(l) for l in model.layers]
 
 
+@pytest.mark.slow
 def test_pruned_copy_trains_with_pruned_weights_at_zero_and_leaves_the_users_model_alone():
     model = _model()
     before = [w.copy() for w in model.get_weights()]
@@ -103,6 +104,7 @@ def test_pruned_copy_trains_with_pruned_weights_at_zero_and_leaves_the_users_mod
         assert not np.any(w.numpy()[~m.numpy().astype(bool)])  # pruned weights stay exactly zero
 
 
+@pytest.mark.slow
 def test_export_serves_without_sniptf_and_keras_reload_fails_as_keras_does(tmp_path):
     model = _model()
     x, y = _data(16)

@@ -206,3 +206,12 @@ def summarize(results):
                      "sparsity_per_layer": ms[0]["sparsity_per_layer"],
                      "wall_time_seconds": float(sum(m["wall_time_seconds"] for m in ms))})
     return rows
+
+
+def checkpoint_error(run, data):
+    """Error of the best-validation checkpoint in run directory `run` on `data`."""
+    model = keras.models.load_model(os.path.join(run, "checkpoints", "best.keras"))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    _, accuracy = model.evaluate(data, verbose=0)
+    keras.backend.clear_session()
+    return 1.0 - float(accuracy)
