@@ -167,7 +167,7 @@ def agree_min(strategy, value):
 
 # how long a worker that has finished waits at exit for the chief's process to end
 CHIEF_EXIT_TIMEOUT = 300.0
-_leaving = []  # the strategy whose chief this process waits for at exit (at most one)
+_waiting_for_the_chief = False  # the atexit wait is registered (once a process)
 
 
 def _outlive_the_chief(timeout):
@@ -191,7 +191,8 @@ def leave_after_the_chief(strategy, *, timeout=CHIEF_EXIT_TIMEOUT):
     and off multi-worker. Registered after the last collective only, so a worker that
     fails earlier exits at once and the chief sees the failure.
     """
-    if is_chief(strategy) or _leaving:
+    global _waiting_for_the_chief
+    if is_chief(strategy) or _waiting_for_the_chief:
         return
-    _leaving.append(strategy)
+    _waiting_for_the_chief = True
     atexit.register(_outlive_the_chief, timeout)

@@ -414,7 +414,7 @@ def test_a_point_is_at_the_boundary_when_any_trial_reaching_its_best_k_tried_an_
     assert point["best_sobol_indices"] == [0] and point["at_boundary"] == []
 
 
-def test_bootstrap_refuses_two_point_resamples_and_few_batch_sizes_have_no_interval():
+def test_bootstrap_refuses_two_point_resamples_and_few_batch_sizes_have_no_interval(monkeypatch):
     b = [8, 32, 128]
     k = [5016, 1758, 616]
     fit = dps.fit_steps(b, k)  # 3 distinct B (Fashion-MNIST's 90% at 12% had 3 points)
@@ -430,11 +430,8 @@ def test_bootstrap_refuses_two_point_resamples_and_few_batch_sizes_have_no_inter
         seen.append(np.unique(bs).size)
         return real(bs, log_k, starts)
 
-    results_lib._fit_log = spy
-    try:
-        fit = dps.fit_steps([8, 32, 128, 512], [5016, 1758, 616, 509], bootstrap=200)
-    finally:
-        results_lib._fit_log = real
+    monkeypatch.setattr(results_lib, "_fit_log", spy)
+    fit = dps.fit_steps([8, 32, 128, 512], [5016, 1758, 616, 509], bootstrap=200)
     assert fit["b_crit_ci"] is not None and fit["interval_note"] is None
     assert len(seen) == 201 and min(seen[1:]) >= 3  # the point fit, then 200 resamples
     assert results_lib._interval(None, "{:.1f}", {"interval_note": "not identifiable: 3"}) == \

@@ -56,7 +56,8 @@ def test_during_training_checks_on_models_others_wrote(model):
     rewinding, the sanity checks, a .keras round trip mid-schedule), one keras-io and one
     KerasHub model; every check passes."""
     import keras
-    pytest.importorskip("keras_hub") if model.startswith("keras_hub") else None
+    if model.startswith("keras_hub"):
+        pytest.importorskip("keras_hub", reason="needs keras-hub (make test installs it)")
     experiment = _load("during_training_on_others_models")
     keras.utils.set_random_seed(0)
     built, x, y = experiment.MODELS[model]()
@@ -73,7 +74,8 @@ def test_signal_propagation_checks_on_models_others_wrote(model):
     """experiments/signal_propagation_on_others_models.py's checks (JSV of the dense and
     the SNIP-pruned model, approximate isometry moving the layers towards 1), fewer steps."""
     import keras
-    pytest.importorskip("keras_hub") if model.startswith("keras_hub") else None
+    if model.startswith("keras_hub"):
+        pytest.importorskip("keras_hub", reason="needs keras-hub (make test installs it)")
     experiment = _load("signal_propagation_on_others_models")
     keras.utils.set_random_seed(0)
     built, x, y = experiment.MODELS[model]()
@@ -86,7 +88,7 @@ def test_signal_propagation_checks_on_models_others_wrote(model):
 def test_transformer_sparsity_runs_as_documented(capsys):
     """experiments/transformer_sparsity.py (docs/custom_layers.md's example) on its own
     small input: it prunes the KerasHub BERT classifier to 90% and prints the table."""
-    pytest.importorskip("keras_hub")
+    pytest.importorskip("keras_hub", reason="needs keras-hub (make test installs it)")
     _load("transformer_sparsity").main()
     out = capsys.readouterr().out
     assert "head" in out and "90.00%" in out.split("total")[-1].splitlines()[0], out[-2000:]

@@ -16,10 +16,11 @@ from sniptf.studies.data_parallelism.workloads import train_batches
 
 
 PROBE_LEARNING_RATE = 0.1  # the authors' default --learning_rate, for every sparsity
+NOISE_MICROBATCH = 10  # examples per gradient in a B_simple measurement
 
 
 def probe(workload, sparsity, batch_size, params, *, steps, every, probe_examples=0,
-          microbatch=10, seed=0, noise_every=None, log=print):
+          microbatch=NOISE_MICROBATCH, seed=0, noise_every=None, log=print):
     """Trains one configuration with `model.fit`, measuring the local Lipschitz
     constant (`smoothness.LipschitzProbe`, as the authors: the update into step
     k·every, first at step `every`, never at initialization) and B_simple (at
@@ -97,7 +98,7 @@ _NOT_IN_PROBE = ("name", "space", "goal_error", "max_steps", "max_examples", "ev
 
 
 def cache_key(workload, sparsity, batch_size, *, steps, every, params, seed, probe_examples,
-              noise_every, microbatch=10):
+              noise_every, microbatch=NOISE_MICROBATCH):
     """The probe cache's key: the workload's fields a probe reads (not its name: two
     names for one workload share probes) and the probe's own settings."""
     fields = {k: v for k, v in workload.to_dict().items() if k not in _NOT_IN_PROBE}
