@@ -24,7 +24,7 @@ from absl import app
 from absl import flags
 
 import sniptf
-from sniptf import gradual
+from sniptf import during_training
 from sniptf import transform
 from sniptf.studies import others_models
 
@@ -42,7 +42,7 @@ def _counts(model):
 
 
 def _schedule(step, **schedule):
-    return gradual.polynomial_sparsity(step, power=3, **schedule)
+    return during_training.gradual.polynomial_sparsity(step, power=3, **schedule)
 
 
 def checks(name, model, x, y):
@@ -50,7 +50,7 @@ def checks(name, model, x, y):
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)  # 4 steps per epoch
     schedule = dict(initial_sparsity=0.0, final_sparsity=0.8, begin_step=2, end_step=10)
     wrapped = _compiled(sniptf.wrap(model), name)
-    wrapped.fit(data, epochs=2, verbose=0, callbacks=[sniptf.GradualPruning(0.8, 2, 10, frequency=2)])
+    wrapped.fit(data, epochs=2, verbose=0, callbacks=[sniptf.GradualPruning(0.8, 2, 10, frequency=2, scope="global")])
     total = sniptf.sparsity(wrapped).total.total
     exact = lambda sparsity: round(sparsity * total) / total  # noqa: E731 - exact counts
     expected, got = exact(_schedule(8, **schedule)), sniptf.sparsity(wrapped).sparsity
@@ -58,13 +58,13 @@ def checks(name, model, x, y):
     path = os.path.join(tempfile.mkdtemp(), "mid.keras")
     wrapped.save(path)
     reloaded = keras.models.load_model(path)
-    reloaded.fit(data, epochs=1, verbose=0, callbacks=[sniptf.GradualPruning(0.8, 2, 10, frequency=2)])
+    reloaded.fit(data, epochs=1, verbose=0, callbacks=[sniptf.GradualPruning(0.8, 2, 10, frequency=2, scope="global")])
     got = sniptf.sparsity(reloaded).sparsity
     yield (".keras round trip at step 8, then 4 steps", abs(got - exact(0.8)) < 1e-9
            and int(reloaded.optimizer.iterations.numpy()) == 12, f"step {int(reloaded.optimizer.iterations.numpy())}, sparsity {got:.4f} (final 0.8)")
 
     pruned = _compiled(sniptf.prune(model, (x, y), kappa=0.5), name)
-    pruned.fit(data, epochs=2, verbose=0, callbacks=[sniptf.GradualPruning(0.9, 0, 8, initial_sparsity=0.5,
+    pruned.fit(data, epochs=2, verbose=0, callbacks=[sniptf.GradualPruning(0.9, 0, 8, initial_sparsity=0.5, scope="global",
                                                                            frequency=2)])
     got = sniptf.sparsity(pruned).sparsity
     yield "GradualPruning on a SNIP mask, to step 8", abs(got - exact(0.9)) < 1e-9, f"sparsity {got:.4f} (final 0.9)"

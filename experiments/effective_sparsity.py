@@ -27,7 +27,7 @@ import sniptf
 from sniptf import data as data_lib
 from sniptf import run_dir
 from sniptf import training
-from sniptf.report import mask_digest
+from sniptf.sparsity_report import mask_digest
 from sniptf.studies.common import markdown_table
 
 FLAGS = flags.FLAGS

@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from sniptf import run_dir
-from sniptf.report import sparsity
+from sniptf.sparsity_report import sparsity
 
 
 class SparsityLog(keras.callbacks.Callback):

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from sniptf import _keras_compat
-from sniptf import connectivity
+from sniptf import effective_sparsity_report
 from sniptf import transform
 
 L = keras.layers
@@ -38,7 +38,7 @@ _NOT_ELEMENTWISE = ("softmax", "log_softmax")
 _PASS = (L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.GaussianNoise, L.SpatialDropout1D,
          L.SpatialDropout2D, L.Identity, L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
          L.AveragePooling2D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalAveragePooling1D,
-         L.GlobalAveragePooling2D, L.BatchNormalization, L.Rescaling, *connectivity.SPATIAL)
+         L.GlobalAveragePooling2D, L.BatchNormalization, L.Rescaling, *effective_sparsity_report.SPATIAL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ def _kind(layer):
         return "whole", f"{_activation_name(layer)} mixes the channels"
     if isinstance(layer, _PASS) and getattr(layer, "data_format", "channels_last") == "channels_last":
         return "pass", None
-    if isinstance(layer, connectivity.MERGES):
+    if isinstance(layer, effective_sparsity_report.MERGES):
         if len({t.shape[-1] for t in _tensors(layer.input)}) > 1:
             return "whole", "a merge broadcasting across channels"
         return "merge", None
@@ -170,7 +170,7 @@ def compact(model, *, return_report=False):
                              f"dimension but the batch given. Received: input shape {tuple(t.shape)}")
     layers = [l for l in plain.layers if not isinstance(l, L.InputLayer)]
     nodes = _nodes(plain, layers)
-    found = connectivity.analyze(plain)
+    found = effective_sparsity_report.analyze(plain)
     plan = _Plan(plain, nodes, found)
     new = _rebuild(plain, nodes, plan)
     if not return_report:

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from sniptf import _keras_compat
-from sniptf import data_utils
+from sniptf import scoring_batches
 from sniptf import losses
 from sniptf import masked_layer
 
@@ -205,7 +205,7 @@ def grasp(model, entries, data):
             z = tf.add_n([tf.reduce_sum(s * gi) for s, gi in zip(stopped, g)])
         return outer.gradient(z, variables, unconnected_gradients="zero")
 
-    batches = list(data_utils.batches(data.dataset, data.num_batches, data.batch_size))
+    batches = list(scoring_batches.batches(data.dataset, data.num_batches, data.batch_size))
     if not batches:
         raise ValueError("The dataset yielded no batches; it is empty. Received: a dataset of 0 batches")
     stopped = None

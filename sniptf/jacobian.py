@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from sniptf import _keras_compat
-from sniptf import data_utils
+from sniptf import scoring_batches
 from sniptf import registry
 from sniptf import transform
 from sniptf.masked_layer import MaskedLayer
@@ -163,7 +163,7 @@ def jacobian_singular_values(model, x, layerwise=True, *, max_entries=MAX_JACOBI
     ```
     """
     transform.check_keras_model(model)
-    data_utils.check_fits(model, x, None, 0)
+    scoring_batches.check_fits(model, x, None, 0)
     x = tf.nest.map_structure(tf.convert_to_tensor, x)
     for leaf in tf.nest.flatten(x):
         if leaf.shape[0] == 0 or (leaf.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(leaf)))):

@@ -3,8 +3,10 @@
 import contextlib
 import contextvars
 import inspect
+import weakref
 
 import keras
+import tensorflow as tf
 from keras import ops
 from sniptf import _keras_compat
 from sniptf import registry
@@ -38,6 +40,72 @@ def masks_read_as(pairs):
         yield
     finally:
         _STAND_INS.reset(token)
+
+
+# mask variable id -> (weak reference to the mask, its `DenseGradient`): set for the
+# length of a `fit` by a method that grows connections from the dense gradient (RigL)
+_DENSE_GRADIENTS = {}
+
+
+class DenseGradient:
+    """Where the backward pass writes ∂L/∂θ of one masked weight, θ = W ⊙ C.
+
+    The one hook for methods that need the gradient of pruned connections too
+    (RigL's growth): while `capture_dense_gradients` holds it, the `MaskedLayer`
+    that owns the mask computes θ with a custom gradient that hands the weight
+    ∂L/∂θ ⊙ C, exactly what it gets otherwise (training is unchanged), and, at
+    the steps `due(step)` says (`step`: the optimizer step this backward pass
+    makes), also writes ∂L/∂θ to `variable`. That gradient is taken at θ, so it
+    does not depend on what a pruned raw weight holds. `variable` is on-read
+    with SUM aggregation: each replica writes its own gradient of Keras's
+    replica-scaled loss, and a read in cross-replica context (a callback) is
+    the gradient of the global batch's loss. Calls of a layer shared within
+    a step add up.
+    """
+
+    def __init__(self, variable, step, iterations, due):
+        self.variable, self.step, self.iterations, self.due = variable, step, iterations, due
+
+    def write(self, dy):
+        step = ops.cast(self.iterations, "int64") + 1
+
+        def write():
+            value = tf.cast(tf.convert_to_tensor(dy), self.variable.dtype)
+            fresh = tf.not_equal(self.step.read_value(), step)
+            return tf.group(self.variable.assign(tf.where(fresh, value, self.variable.read_value() + value)),
+                            self.step.assign(step))
+        return tf.cond(self.due(step), write, tf.no_op)
+
+
+def capture_dense_gradients(pairs):
+    """From now on (until `release_dense_gradients`) the `MaskedLayer`s write ∂L/∂θ of each
+    mask variable of `pairs` (`(mask variable, DenseGradient)`) into its `DenseGradient`;
+    the next traced train step includes it (`model.make_train_function(force=True)`)."""
+    for mask, sink in pairs:
+        _DENSE_GRADIENTS[id(mask)] = (weakref.ref(mask), sink)
+
+
+def release_dense_gradients(masks):
+    """Ends `capture_dense_gradients` for `masks`."""
+    for mask in masks:
+        _DENSE_GRADIENTS.pop(id(mask), None)
+
+
+def _dense_gradient_of(mask):
+    ref, sink = _DENSE_GRADIENTS.get(id(mask), (None, None))
+    return sink if ref is not None and ref() is mask else None
+
+
+def _product_writing_gradient(value, mask, sink):
+    """value ⊙ mask whose gradient to `value` is Mul's own (dy ⊙ mask), also handing
+    dy = ∂L/∂θ to `sink`."""
+    @tf.custom_gradient
+    def product(v):
+        def grad(dy):
+            with tf.control_dependencies([sink.write(dy)]):
+                return tf.convert_to_tensor(dy) * mask
+        return v * mask, grad
+    return product(value)
 
 
 @keras.saving.register_keras_serializable(package="sniptf")
@@ -188,7 +256,10 @@ class MaskedLayer(keras.layers.Wrapper):
         for weight, m in self._pairs:
             value = weight.value
             c = stand_ins.get(id(m))
-            mapping.append((weight, value * ops.cast(m.value if c is None else c, value.dtype)))
+            sink = _dense_gradient_of(m) if c is None else None
+            factor = ops.cast(m.value if c is None else c, value.dtype)
+            mapping.append((weight, value * factor if sink is None
+                            else _product_writing_gradient(value, factor, sink)))
         scope = keras.StatelessScope(
             collect_losses=bool(outer and outer.collect_losses),
             initialize_variables=False,

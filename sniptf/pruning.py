@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 
 from sniptf import criteria
-from sniptf import data_utils
+from sniptf import scoring_batches
 from sniptf import registry
 from sniptf import scoring
 from sniptf import selection
@@ -93,7 +93,7 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
                         f"arguments. Received: isometry={isometry!r}")
     pruned = transform.wrap(model, include_biases=include_biases)
     if not pruned.built:
-        x, _, _ = next(iter(data_utils.batches(dataset, 1, batch_size)), (None, None, None))
+        x, _, _ = next(iter(scoring_batches.batches(dataset, 1, batch_size)), (None, None, None))
         if x is None:
             raise ValueError("The dataset yielded no batches; it is empty. "
                              "Received: a dataset of 0 batches")

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from sniptf import _keras_compat
 from sniptf import criteria
-from sniptf import data_utils
+from sniptf import scoring_batches
 from sniptf import losses
 from sniptf import masked_layer
 from sniptf import selection
@@ -97,7 +97,7 @@ def _gradient_pass(model, masks, loss_fn, training):
             element = iterator.get_next_as_optional()
 
             def take():
-                grads, total, count = replica_step(*data_utils.unpack(element.get_value()))
+                grads, total, count = replica_step(*scoring_batches.unpack(element.get_value()))
                 return (seen + 1, tf.logical_and(finite, tf.math.is_finite(total / count)),
                         tf.constant(True), tuple(a + g / count for a, g in zip(sums, grads)))
 
@@ -271,13 +271,13 @@ def _accumulated_gradients(model, entries, data):
 
 
 def _check_batch(model, x, y, index, loss):
-    data_utils.check_fits(model, x, y, index)
+    scoring_batches.check_fits(model, x, y, index)
     if y is None and not getattr(model, "compiled", False) and loss is None:
         hint = (" For tfds, load with as_supervised=True." if isinstance(x, dict) else "")
         raise ValueError(
             f"Batch {index} has inputs but no targets, and the model is not compiled: "
             f"there is nothing to score with. Give (x, y) batches.{hint} "
-            f"Received: batch {index} with structure {data_utils.shape_of(x)}")
+            f"Received: batch {index} with structure {scoring_batches.shape_of(x)}")
 
 
 def _warn_short(seen, num_batches):
@@ -294,10 +294,10 @@ def _dataset_gradients(model, run, data):
     None if the pass failed or met a non-finite loss (the caller then goes batch
     by batch to say which batch)."""
     num_batches = data.num_batches
-    x, y, _ = data_utils.unpack(data.dataset.element_spec)  # checked from the spec: no batch is read
+    x, y, _ = scoring_batches.unpack(data.dataset.element_spec)  # checked from the spec: no batch is read
     _check_batch(model, x, y, 0, data.loss)
     if run.compiled_loss:
-        _keras_compat.build_compiled_loss(model, data_utils.unpack(data.dataset.element_spec))
+        _keras_compat.build_compiled_loss(model, scoring_batches.unpack(data.dataset.element_spec))
     try:
         sums, seen, finite = run.over_dataset(data.dataset, tf.constant(num_batches, tf.int64))
     except (tf.errors.InvalidArgumentError, ValueError, TypeError):
@@ -313,14 +313,14 @@ def _batch_gradients(model, run, data):
     seen = 0
     num_batches = data.num_batches
     for index, (x, y, sample_weight) in enumerate(
-            data_utils.batches(data.dataset, num_batches, data.batch_size)):
+            scoring_batches.batches(data.dataset, num_batches, data.batch_size)):
         _check_batch(model, x, y, index, data.loss)
         try:
             grads, mean, _ = run((x, y, sample_weight))
         except (tf.errors.InvalidArgumentError, ValueError) as e:
             raise ValueError(
                 f"Scoring failed on batch {index}: {_cause(e)} Received: x of shape "
-                f"{data_utils.shape_of(x)}, y of shape {data_utils.shape_of(y)}"
+                f"{scoring_batches.shape_of(x)}, y of shape {scoring_batches.shape_of(y)}"
             ) from e
         mean = float(mean)
         if not np.isfinite(mean):

@@ -418,6 +418,46 @@ def apply_masks(entries, masks):
         entry.weight.assign(entry.weight.numpy() * value)
 
 
+def change_masks(entries, masks, optimizer=None):
+    """Changes masks during training and keeps the invariant the during-training
+    methods rely on: where a mask is 0, the raw weight and (given the `optimizer`)
+    each of its slots (momentum, Adam's moments) are exactly 0.
+
+    Only connections whose mask bit changes are touched (as google-research/rigl's
+    `new_connections = mask2 & (mask == 0)`): a connection kept before and after
+    keeps its value and slots, even when a method dropped and regrew it in one
+    update; a removed one (1 -> 0) and a new one (0 -> 1) are set to 0, slots too.
+
+    Args:
+        entries: `masked_entries` of the model.
+        masks: boolean arrays, a dict by entry key or a list in the order of `entries`.
+        optimizer: the model's optimizer (None: not built yet, no slots).
+
+    Returns:
+        `(removed, added)`: boolean arrays per entry, the bits that went 1 -> 0 and 0 -> 1.
+    """
+    if not isinstance(masks, dict):
+        masks = dict(zip((e.key for e in entries), masks))
+    missing = [e.key for e in entries if e.key not in masks]
+    if missing:
+        raise ValueError(f"No mask given for {missing}. Received masks for: {sorted(masks)}")
+    removed, added = [], []
+    for entry in entries:
+        new = np.asarray(masks[entry.key]).astype(bool)
+        old = entry.mask.numpy().astype(bool)
+        stay = old & new
+        entry.mask.assign(new.astype(entry.mask.dtype))
+        weight = entry.weight.numpy()
+        entry.weight.assign(np.where(stay, weight, 0).astype(weight.dtype))
+        if optimizer is not None:
+            for slot in _keras_compat.optimizer_slots(optimizer, entry.weight):
+                values = slot.numpy()
+                slot.assign(np.where(stay, values, 0).astype(values.dtype))
+        removed.append(old & ~new)
+        added.append(new & ~old)
+    return removed, added
+
+
 def redraw(entries, seed):
     """Re-initializes masked weights with their layers' initializers.
 

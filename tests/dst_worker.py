@@ -50,7 +50,7 @@ def main():
                 same &= len(copies) == 2 and all(np.array_equal(copies[0], c) for c in copies[1:])
         out[name] = {"identical_across_replicas": bool(same), "kept_before": before,
                      "kept_after": [int(e.mask.numpy().sum()) for e in entries],
-                     "updates": [list(u) for u in callback.updates],
+                     "updates": [[u["step"], u["changed"]] for u in callback.updates],
                      "pruned_zero": all(bool(np.all(e.weight.numpy()[~e.mask.numpy().astype(bool)] == 0))
                                         for e in entries)}
     with open(sys.argv[1], "w") as f:

@@ -12,7 +12,7 @@ from sniptf import criteria
 from sniptf import selection
 from sniptf import training
 from sniptf import transform
-from sniptf.report import mask_digest
+from sniptf.sparsity_report import mask_digest
 
 RNG = np.random.default_rng(0)
 

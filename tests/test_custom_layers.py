@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import sniptf
 from sniptf import registry, transform
-from sniptf.report import mask_digest
+from sniptf.sparsity_report import mask_digest
 
 keras_hub = pytest.importorskip(
     "keras_hub", reason="keras-hub is not installed; `make setup` installs it "

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from sniptf import smoothness
+from sniptf import data_parallelism_probes
 from sniptf.studies import data_parallelism as dps
 
 
@@ -120,12 +120,12 @@ def test_local_lipschitz_on_a_quadratic_is_exactly_the_curvature_along_the_step(
     m = rng.normal(size=(6, 6))
     a = m @ m.T + np.eye(6)  # L(w) = ½ wᵀAw, ∇L = Aw
     w, d = rng.normal(size=6), rng.normal(size=6)
-    value, ratios = smoothness.local_lipschitz(lambda ws: [a @ ws[0]], [w], [d])
+    value, ratios = data_parallelism_probes.local_lipschitz(lambda ws: [a @ ws[0]], [w], [d])
     expected = np.linalg.norm(a @ d) / np.linalg.norm(d)
     np.testing.assert_allclose(ratios, expected, rtol=1e-12)
     assert value == pytest.approx(expected, rel=1e-12)
     with pytest.raises(ValueError, match="zero"):
-        smoothness.local_lipschitz(lambda ws: [a @ ws[0]], [w], [np.zeros(6)])
+        data_parallelism_probes.local_lipschitz(lambda ws: [a @ ws[0]], [w], [np.zeros(6)])
 
 
 def test_lipschitz_probe_callback_on_least_squares(tmp_path):
@@ -143,7 +143,7 @@ def test_lipschitz_probe_callback_on_least_squares(tmp_path):
         def on_train_batch_end(self, batch, logs=None):
             weights[-1] = (weights[-1], self.model.get_weights()[0].copy())
 
-    probe = smoothness.LipschitzProbe((x, y), every=2, loss="mse", csv_path=str(tmp_path / "l.csv"),
+    probe = data_parallelism_probes.LipschitzProbe((x, y), every=2, loss="mse", csv_path=str(tmp_path / "l.csv"),
                                       log_dir=str(tmp_path / "tb"))
     model.fit(x, y, batch_size=64, epochs=5, shuffle=False, verbose=0, callbacks=[Record(), probe])
     hessian = 2.0 * x.T @ x / len(x)  # of the mean squared error
@@ -166,16 +166,16 @@ def test_gradient_noise_scale_matches_per_example_gradients():
     model.compile("sgd", "mse")
     w = model.get_weights()[0]
     per_example = 2 * x * (x @ w - y)  # gradients of (xw - y)² per example
-    result = smoothness.gradient_noise_scale(model, (x, y), loss="mse", microbatch=1)
+    result = data_parallelism_probes.gradient_noise_scale(model, (x, y), loss="mse", microbatch=1)
     mean = per_example.mean(0)
     trace = float(np.sum((per_example - mean) ** 2)) / (len(x) - 1)
     assert result["trace_sigma"] == pytest.approx(trace, rel=1e-4)
     assert result["grad_norm_sq"] == pytest.approx(float(mean @ mean) - trace / len(x), rel=1e-4)
     assert result["b_simple"] == pytest.approx(result["trace_sigma"] / result["grad_norm_sq"])
     with pytest.raises(ValueError, match="microbatch"):
-        smoothness.gradient_noise_scale(model, (x[:3], y[:3]), microbatch=2)
+        data_parallelism_probes.gradient_noise_scale(model, (x[:3], y[:3]), microbatch=2)
     with pytest.raises(ValueError, match="Received: microbatch=0"):
-        smoothness.gradient_noise_scale(model, (x, y), microbatch=0)
+        data_parallelism_probes.gradient_noise_scale(model, (x, y), microbatch=0)
 
 
 def test_authors_models_have_their_weight_counts():
@@ -295,7 +295,7 @@ def test_resnet8_pools_the_activated_input_with_unit_variance_scaling():
 def test_probe_starts_at_step_every_on_the_whole_training_split(monkeypatch):
     workload = dataclass_replace(dps.get_workload("tiny"), train_examples=300)
     seen = []
-    real = smoothness.LipschitzProbe
+    real = data_parallelism_probes.LipschitzProbe
 
     def spy(data, **kwargs):
         seen.append(len(data[1]))

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import sniptf
-from sniptf import dst
+from sniptf.during_training import dynamic as dst
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,15 +61,17 @@ def test_rigl_update_equals_a_hand_computation():
     np.testing.assert_array_equal(mask1.reshape(-1), expected)
     assert mask1.sum() == mask0.sum() and k > 0
     w = entry.weight.numpy().reshape(-1)
-    assert np.all(w[grown] == 0) and np.all(w[~expected] == 0)
-    stay = np.setdiff1d(np.flatnonzero(expected), grown)
+    new = grown[~mask0.reshape(-1)[grown]]  # grown and not kept before: start at 0
+    assert np.all(w[new] == 0) and np.all(w[~expected] == 0)
+    stay = np.flatnonzero(expected & mask0.reshape(-1))  # kept, or dropped and regrown: unchanged
     np.testing.assert_allclose(w[stay], w1.reshape(-1)[stay], rtol=1e-6, atol=1e-7)
-    assert rigl.updates[0][0] == 1
+    assert rigl.updates[0]["step"] == 1 and rigl.updates[0]["added"] == new.size == k - rigl.updates[0]["regrown"]
 
 
-def test_rigl_after_a_fit_that_raised_wraps_the_models_own_train_step():
-    # Keras calls on_train_end only when fit returns: a raising fit leaves RigL's hook on
-    model, _ = _model(keras.optimizers.SGD(0.1))
+def test_rigl_after_a_fit_that_raised_leaves_training_as_it_was():
+    # Keras calls on_train_end only when fit returns; RigL never replaces the train step:
+    # its hook is the MaskedLayer's gradient, which hands each weight exactly its own
+    model, entry = _model(keras.optimizers.SGD(0.1))
     x, y = _data()
 
     class Interrupt(keras.callbacks.Callback):
@@ -77,13 +79,20 @@ def test_rigl_after_a_fit_that_raised_wraps_the_models_own_train_step():
             raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError, match="interrupted"):
-        model.fit(x, y, batch_size=4, epochs=1, verbose=0,
-                  callbacks=[sniptf.RigL(1, 10), Interrupt()])
-    assert "train_step" in model.__dict__  # the stale hook
-    rigl = sniptf.RigL(update_every=1, end_step=10)
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[rigl])
-    assert rigl._original.__func__ is type(model).train_step  # not the stale hook
-    assert "train_step" not in model.__dict__ and len(rigl.updates) == 1
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[sniptf.RigL(1, 10), Interrupt()])
+    assert "train_step" not in model.__dict__
+    w0, mask = entry.weight.numpy(), entry.mask.numpy().astype("float32")
+    b0 = model.get_layer("d").layer.bias.numpy()
+    theta = tf.Variable(w0 * mask)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((tf.matmul(x, theta) + b0 - y) ** 2)
+    g = tape.gradient(loss, theta).numpy()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)  # one plain step
+    np.testing.assert_allclose(entry.weight.numpy(), w0 - 0.1 * g * mask, rtol=1e-5, atol=1e-7)
+    assert np.all(entry.weight.numpy()[mask == 0] == 0)
+    rigl = sniptf.RigL(update_every=3, end_step=10)  # steps 2..9 of this fit: updates at 3, 6, 9
+    model.fit(x, y, batch_size=1, epochs=1, verbose=0, callbacks=[rigl])
+    assert "train_step" not in model.__dict__ and [u["step"] for u in rigl.updates] == [3, 6, 9]
 
 
 def test_set_keeps_counts_is_seeded_and_resets_the_optimizer_slots():
@@ -94,7 +103,7 @@ def test_set_keeps_counts_is_seeded_and_resets_the_optimizer_slots():
         before = int(entry.mask.numpy().sum())
         callback = sniptf.SET(update_every=2, end_step=8, drop_fraction=0.3, seed=seed)
         model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[callback])  # 8 steps
-        assert [u[0] for u in callback.updates] == [2, 4, 6]  # below end_step only
+        assert [u["step"] for u in callback.updates] == [2, 4, 6]  # below end_step only
         assert int(entry.mask.numpy().sum()) == before
         runs.append(entry.mask.numpy().copy())
     assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
@@ -105,7 +114,7 @@ def test_set_keeps_counts_is_seeded_and_resets_the_optimizer_slots():
     callback.set_model(model)
     callback.on_train_begin()
     before = entry.mask.numpy().astype(bool)
-    callback._update(1)
+    callback.update(1)
     after = entry.mask.numpy().astype(bool)
     (slot,) = sniptf._keras_compat.optimizer_slots(model.optimizer, entry.weight)
     changed = before != after

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sniptf
-from sniptf import gradual
+from sniptf import magnitude
 
 
 def _model(seed=0):
@@ -41,20 +41,23 @@ class _Record(keras.callbacks.Callback):
         self.pruned[int(self.model.optimizer.iterations.numpy())] = _pruned_count(self.model)
 
 
-def test_schedule_counts_equal_the_formula_at_every_step_and_hold_after_end():
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_schedule_counts_equal_the_formula_at_every_step_and_hold_after_end(scope):
     model = _model()
-    total = 20 * 32 + 32 * 4
-    gmp = sniptf.GradualPruning(0.9, begin_step=2, end_step=12, initial_sparsity=0.1, frequency=3)
+    sizes = (20 * 32, 32 * 4)
+    gmp = sniptf.GradualPruning(0.9, begin_step=2, end_step=12, initial_sparsity=0.1, frequency=3, scope=scope)
     record = _Record()  # after GradualPruning: sees each step's state once it has been updated
     x, y = _data()
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[gmp, record])  # 16 steps
     expected, current = {}, 0
     for t in range(1, 17):
         if t in (2, 5, 8, 11, 12):  # begin + k*frequency, and end_step
-            current = int(round(_formula(t, 0.1, 0.9, 2, 12) * total))
+            target = _formula(t, 0.1, 0.9, 2, 12)  # each tensor to it, or all of them at once
+            current = (sum(int(round(target * n)) for n in sizes) if scope == "layerwise"
+                       else int(round(target * sum(sizes))))
         expected[t] = current
     assert record.pruned == expected
-    assert _pruned_count(model) == int(round(0.9 * total))
+    assert _pruned_count(model) == expected[16]
     for e in sniptf.transform.masked_entries(model):
         assert np.all(e.weight.numpy()[~e.mask.numpy().astype(bool)] == 0)
 
@@ -63,13 +66,13 @@ def test_pruned_are_the_smallest_kept_and_masks_only_shrink():
     model = _model()
     entries = sniptf.transform.masked_entries(model)
     weights = np.concatenate([np.abs(e.weight.numpy()).ravel() for e in entries])
-    assert gradual.prune_to(model, 0.5) == int(round(0.5 * weights.size))
+    assert magnitude.prune_to(model, 0.5) == int(round(0.5 * weights.size))
     kept = np.concatenate([e.mask.numpy().astype(bool).ravel() for e in entries])
     assert weights[kept].min() >= weights[~kept].max()
     before = [e.mask.numpy().copy() for e in entries]
-    assert gradual.prune_to(model, 0.3) == 0  # sparser already: nothing changes
+    assert magnitude.prune_to(model, 0.3) == 0  # sparser already: nothing changes
     assert all(np.array_equal(b, e.mask.numpy()) for b, e in zip(before, entries))
-    gradual.prune_to(model, 0.8, scope="layerwise")
+    magnitude.prune_to(model, 0.8, scope="layerwise")
     for e in entries:
         m = e.mask.numpy().astype(bool)
         assert (~m).sum() == int(round(0.8 * m.size))
@@ -83,7 +86,7 @@ def test_on_top_of_a_pai_mask_and_across_fits_and_a_keras_round_trip(tmp_path):
     pruned = sniptf.prune(plain, (x, y), kappa=0.5)
     pruned.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     total = 20 * 32 + 32 * 4
-    schedule = dict(begin_step=0, end_step=20, initial_sparsity=0.5, frequency=5)
+    schedule = dict(begin_step=0, end_step=20, initial_sparsity=0.5, frequency=5, scope="global")
     pruned.fit(x, y, batch_size=4, epochs=1, verbose=0,
                callbacks=[sniptf.GradualPruning(0.95, **schedule)])  # steps 1..10: updates at 5, 10
     assert _pruned_count(pruned) == int(round(_formula(10, 0.5, 0.95, 0, 20) * total))
@@ -98,7 +101,7 @@ def test_on_top_of_a_pai_mask_and_across_fits_and_a_keras_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"final_sparsity": 1.0, "begin_step": 0, "end_step": 5}, "Received: final_sparsity=1.0"),
-    ({"final_sparsity": 0.5, "begin_step": 5, "end_step": 5}, "end_step > begin_step"),
+    ({"final_sparsity": 0.5, "begin_step": 5, "end_step": 5}, "Expected `end_step` to be an int > begin_step"),
     ({"final_sparsity": 0.5, "begin_step": -1, "end_step": 5}, "Received: begin_step=-1"),
     ({"final_sparsity": 0.5, "begin_step": 0, "end_step": 5, "frequency": 0}, "Received: frequency=0"),
     ({"final_sparsity": 0.5, "begin_step": 0, "end_step": 5, "scope": "local"}, "Received: scope='local'"),

@@ -38,7 +38,8 @@ def test_wheel_installs_commands_and_data(tmp_path):
     commands = {"sniptf-demo": "demo", "sniptf-train": "train", "sniptf-export": "export",
                 "sniptf-snip-experiments": "snip_experiments", "sniptf-signal-propagation": "signal_propagation",
                 "sniptf-steps-to-result": "steps_to_result", "sniptf-compare-criteria": "compare_criteria",
-                "sniptf-snip-budgets": "snip_budgets", "sniptf-where-pai-stands": "where_pai_stands"}
+                "sniptf-snip-budgets": "snip_budgets", "sniptf-where-pai-stands": "where_pai_stands",
+                "sniptf-rigl-vs-set": "rigl_vs_set"}
     for command, module in commands.items():  # every console script calls its module's run
         script = (venv / "bin" / command).read_text()
         assert f"from sniptf.commands.{module} import run" in script, (command, script)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import sniptf
 from sniptf import selection
-from sniptf.report import mask_digest
+from sniptf.sparsity_report import mask_digest
 from sniptf import transform
 
 L = keras.layers

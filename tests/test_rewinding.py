@@ -36,7 +36,7 @@ def test_rewind_restores_the_step_k_weights_of_kept_connections(tmp_path):
                 w.path: w.numpy().copy() for w in self.model.weights}
 
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[point, Snap()])  # 12 steps
-    sniptf.gradual.prune_to(model, 0.6)
+    sniptf.magnitude.prune_to(model, 0.6)
     trained = {w.path: w.numpy().copy() for w in model.weights}
     for source in (point, point.weights, str(tmp_path / "rewind.npz")):
         rewound = sniptf.rewind(model, source)
@@ -80,7 +80,7 @@ def test_rewind_from_keras_files_a_model_and_weights_named_otherwise(tmp_path):
     model.save(tmp_path / "step12.keras")
     model.save_weights(tmp_path / "step12.weights.h5")
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
-    sniptf.gradual.prune_to(model, 0.8)
+    sniptf.magnitude.prune_to(model, 0.8)
     for point in (str(tmp_path / "step12.keras"), tmp_path / "step12.weights.h5"):
         _assert_rewound_to(sniptf.rewind(model, point), model, step12)
     # the dense model before pruning is the weights at step 0 (its paths: the wrap's, no masks)
@@ -159,7 +159,7 @@ def test_imp_one_round_per_training_run_prunes_the_final_weights_and_rewinds(tmp
     weights among its kept (exact count), its kept weights are the first run's rewind weights,
     and it keeps that rewind point and its own final state for the next round."""
     from sniptf import models
-    from sniptf import rewinding
+    from sniptf.during_training import rewinding
     from sniptf import training
     from sniptf import transform
     r0, r1, r2 = (tmp_path / f"round{i}" for i in range(3))

@@ -213,7 +213,7 @@ def test_where_pai_stands_plan_and_smoke(tmp_path, monkeypatch):
     assert (by[("random_erk_reinit", 0.9, "lenet_300_100", 0)].scope,
             by[("random_erk_reinit", 0.9, "lenet_300_100", 0)].sanity) == ("erk", "reinit")
     rigl = by[("rigl", 0.95, "lenet_300_100", 0)]
-    assert (rigl.criterion, rigl.scope, rigl.dst, rigl.dst_end_step) == ("random", "erk", "rigl", 2625)
+    assert (rigl.criterion, rigl.scope, rigl.during_training, rigl.dst_end_step) == ("random", "erk", "rigl", 2625)
     assert len({c.output_dir for _, _, c in planned}) == len(planned)
     # IMP: rounds of at most 40% of the kept, landing on each sparsity; its runs read their rounds
     levels = study.imp_levels((0.9, 0.95, 0.98, 0.99))

@@ -5,7 +5,7 @@ import keras
 from sniptf import data as data_lib
 from sniptf import models as models_lib
 from sniptf.pruning import prune
-from sniptf.report import sparsity
+from sniptf.sparsity_report import sparsity
 from sniptf.studies.common import dense_copy
 from sniptf.studies.common import train_and_evaluate
 

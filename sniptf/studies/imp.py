@@ -7,8 +7,8 @@ and repeat: after round r the sparsity is 1 - (1 - fraction)^r of the starting
 mask's, counted exactly as `GradualPruning` counts.
 """
 
-from sniptf import gradual
-from sniptf import rewinding
+from sniptf import magnitude
+from sniptf.during_training import rewinding
 from sniptf import transform
 
 
@@ -48,7 +48,7 @@ def run(model, train, *, rounds, fraction=0.2, rewind_step=0, log=print):
     for r in range(1, rounds + 1):
         train(model, [point] if point.weights is None else [])
         target = sparsity_after(r, fraction, start)
-        gradual.prune_to(model, target)
+        magnitude.prune_to(model, target)
         model = rewinding.rewind(model, point)
         log(f"IMP round {r}: sparsity {target:.4%}, rewound to step {rewind_step}")
         trajectory.append((r, target, rewinding.rewind(model, point)))  # the caller's own copy

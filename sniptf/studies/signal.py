@@ -18,7 +18,7 @@ from sniptf import run_dir
 from sniptf.isometry import approximate_isometry
 from sniptf.jacobian import jacobian_singular_values
 from sniptf.pruning import prune
-from sniptf.report import sparsity as sparsity_report
+from sniptf.sparsity_report import sparsity as sparsity_report
 from sniptf.studies.common import markdown_table
 from sniptf.studies.common import train_and_evaluate
 

@@ -9,7 +9,7 @@ test error of the best-validation checkpoint), 2 seeds, for LeNet-300-100 at
 - each of those masks shuffled within layers, reinitialized, and (not random's)
   inverted (`<mask>_shuffle`, `_reinit`, `_invert`: Frankle et al. 2021);
 - gradual magnitude pruning from dense (`gmp`: from 10% to 2/3 of the budget,
-  50 updates);
+  50 updates, one global threshold);
 - SET and RigL from an ERK-random mask (`set`, `rigl`: every 100 steps to 3/4 of
   the budget, drop fraction 0.3).
 - iterative magnitude pruning with rewinding (`imp`, Frankle et al. 2020), one
@@ -62,11 +62,13 @@ def method_fields(method, sparsity, steps):
     """The `TrainConfig` fields that make `method` at `sparsity` with a budget of `steps`."""
     kappa = round(1.0 - sparsity, 6)
     if method == "gmp":
-        return {"criterion": training.NO_PRUNING, "gradual_pruning_final_sparsity": sparsity,
+        # global, as the recorded table was made (GradualPruning's default is layerwise since)
+        return {"criterion": training.NO_PRUNING, "during_training": "gmp", "gradual_pruning_scope": "global",
+                "gradual_pruning_final_sparsity": sparsity,
                 "gradual_pruning_begin_step": steps // 10, "gradual_pruning_end_step": (2 * steps) // 3,
                 "gradual_pruning_frequency": max(1, ((2 * steps) // 3 - steps // 10) // 50)}
     if method in ("set", "rigl"):
-        return {"criterion": "random", "scope": "erk", "kappa": kappa, "dst": method,
+        return {"criterion": "random", "scope": "erk", "kappa": kappa, "during_training": method,
                 "update_every": min(100, max(1, steps // 8)), "dst_end_step": (3 * steps) // 4,
                 "drop_fraction": 0.3}
     base, check = method, ""
@@ -78,7 +80,7 @@ def method_fields(method, sparsity, steps):
     return fields
 
 
-def _recipe(model, dataset, budget):
+def recipe(model, dataset, budget):
     steps, every, decay = budget
     return dict(model=model, dataset=dataset, standardize=True, batch_size=100, train_steps=steps,
                 eval_every=every, optimizer="momentum", learning_rate=0.03, momentum=0.9,
@@ -101,7 +103,7 @@ def imp_rounds(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(
     for model in models:
         steps, every, decay = budgets[model]
         half = max(1, steps // 2)
-        recipe = _recipe(model, dataset, (half, min(every, half), max(1, decay // 2)))
+        shared = recipe(model, dataset, (half, min(every, half), max(1, decay // 2)))
         levels = imp_levels(sparsities[model])
         for seed in seeds:
             for r, kept in enumerate([1.0] + levels[:-1]):
@@ -112,7 +114,7 @@ def imp_rounds(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(
                           dict(criterion=training.IMP, kappa=kept,
                                rewind_from=_imp_dir(output_dir, dataset, model, seed, r - 1)))
                 stages[r].append(training.TrainConfig(
-                    seed=seed, **recipe, **fields, output_dir=_imp_dir(output_dir, dataset, model, seed, r)))
+                    seed=seed, **shared, **fields, output_dir=_imp_dir(output_dir, dataset, model, seed, r)))
     return stages
 
 
@@ -129,11 +131,11 @@ def configs(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 
     out = []
     for model in models:
         steps = budgets[model][0]
-        recipe = _recipe(model, dataset, budgets[model])
+        shared = recipe(model, dataset, budgets[model])
         levels = imp_levels(sparsities[model])
         for seed in seeds:
             out.append(("dense", 0.0, training.TrainConfig(
-                criterion=training.NO_PRUNING, kappa=1.0, seed=seed, **recipe,
+                criterion=training.NO_PRUNING, kappa=1.0, seed=seed, **shared,
                 output_dir=os.path.join(output_dir, dataset, model, "dense", f"seed{seed}"))))
         for sparsity in sparsities[model]:
             for method in methods:
@@ -143,7 +145,7 @@ def configs(*, output_dir, models=tuple(SPARSITIES), sparsities=None, seeds=(0, 
                                                         levels.index(round(1.0 - sparsity, 6))))
                               if method == "imp" else method_fields(method, sparsity, steps))
                     out.append((method, sparsity, training.TrainConfig(
-                        seed=seed, **recipe, **fields,
+                        seed=seed, **shared, **fields,
                         output_dir=os.path.join(output_dir, dataset, model, f"{method}_{sparsity:g}",
                                                 f"seed{seed}"))))
     return out

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from sniptf import run_dir
-from sniptf import smoothness
+from sniptf import data_parallelism_probes
 from sniptf.studies.data_parallelism.workloads import Workload
 from sniptf.studies.data_parallelism.workloads import _arrays
 from sniptf.studies.data_parallelism.workloads import build_model
@@ -22,7 +22,7 @@ NOISE_MICROBATCH = 10  # examples per gradient in a B_simple measurement
 def probe(workload, sparsity, batch_size, params, *, steps, every, probe_examples=0,
           microbatch=NOISE_MICROBATCH, seed=0, noise_every=None, log=print):
     """Trains one configuration with `model.fit`, measuring the local Lipschitz
-    constant (`smoothness.LipschitzProbe`, as the authors: the update into step
+    constant (`data_parallelism_probes.LipschitzProbe`, as the authors: the update into step
     k·every, first at step `every`, never at initialization) and B_simple (at
     initialization and every `noise_every` steps: default `every`, 0 for at
     initialization only — each measurement takes a gradient per microbatch of the
@@ -51,16 +51,16 @@ def probe(workload, sparsity, batch_size, params, *, steps, every, probe_example
         sample = (train[0][pick], train[1][pick])
     model.compile(optimizer_for(workload, params),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    noise = [[0, smoothness.gradient_noise_scale(model, sample, microbatch=microbatch)["b_simple"]]]
+    noise = [[0, data_parallelism_probes.gradient_noise_scale(model, sample, microbatch=microbatch)["b_simple"]]]
 
     class Noise(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             step = int(self.model.optimizer.iterations.numpy())
             if noise_every and step % noise_every == 0:
-                noise.append([step, smoothness.gradient_noise_scale(
+                noise.append([step, data_parallelism_probes.gradient_noise_scale(
                     self.model, sample, microbatch=microbatch)["b_simple"]])
 
-    lipschitz = smoothness.LipschitzProbe(sample, every=every)
+    lipschitz = data_parallelism_probes.LipschitzProbe(sample, every=every)
     model.fit(train_batches(workload, train, batch_size), steps_per_epoch=steps, epochs=1, verbose=0,
               shuffle=False,
               callbacks=[lipschitz, Noise()])

@@ -16,9 +16,11 @@ import os
 import keras
 import numpy as np
 
-from sniptf import gradual
+from sniptf import magnitude
 from sniptf import run_dir
+from sniptf import settings
 from sniptf import transform
+from sniptf.during_training.base import MaskUpdater
 
 
 def _state(model):
@@ -27,7 +29,7 @@ def _state(model):
     return {w.path: np.array(w.numpy()) for w in model.weights if id(w) not in masks}
 
 
-class RewindPoint(keras.callbacks.Callback):
+class RewindPoint(MaskUpdater):
     """Keeps the weights of a wrapped model after `step` optimizer steps.
 
     Args:
@@ -36,28 +38,33 @@ class RewindPoint(keras.callbacks.Callback):
 
     After `fit` has passed `step`, `weights` holds `{variable path: array}`;
     `sniptf.rewind(model, checkpoint)` takes the callback, that dict or the file.
+    A `fit` that starts past `step` (resumed) keeps the weights of its first
+    step if nothing was kept yet. It changes no mask.
     """
 
     def __init__(self, step, path=None):
         super().__init__()
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"Expected `step` to be an int >= 0. Received: step={step!r}")
-        self.step = int(step)
+        self.step = settings.check_int("step", step)
         self.path = None if path is None else os.fspath(path)
         self.weights = None
 
-    def _keep(self):
+    def is_update_step(self, step):
+        return step == self.step
+
+    def latest_due(self, after, upto):
+        return upto if self.weights is None and upto >= self.step else None
+
+    def begin(self, step):
+        if self.weights is None and step == self.step:
+            self.update(step)
+
+    def update(self, step, logs=None):
         self.weights = _state(self.model)
         if self.path:
             run_dir.write_npz(self.path, self.weights)
 
-    def on_train_begin(self, logs=None):
-        if self.weights is None and int(self.model.optimizer.iterations.numpy()) == self.step:
-            self._keep()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.weights is None and int(self.model.optimizer.iterations.numpy()) >= self.step:
-            self._keep()
+    def settings_record(self):
+        return {"step": self.step, "path": self.path}
 
 
 def _weights_of(checkpoint, model):
@@ -180,7 +187,7 @@ def next_round(model, source_dir, sparsity, *, scope="global"):
     """The start of an iterative-magnitude-pruning round on a freshly built wrapped
     `model`: the masks and weights the run in `source_dir` ended with
     (`final.npz`), pruned by magnitude among its kept weights to exactly
-    `sparsity` (`gradual.prune_to`), the kept weights rewound to that run's
+    `sparsity` (`magnitude.prune_to`), the kept weights rewound to that run's
     `rewind.npz`. Returns the new model (`rewind`'s copy).
 
     Raises:
@@ -188,7 +195,7 @@ def next_round(model, source_dir, sparsity, *, scope="global"):
             the source's (masks only shrink), or a `scope` other than "global"
             and "layerwise"; `model` is left as it was.
     """
-    gradual.check_scope(scope)
+    magnitude.check_scope(scope)
     source_dir = os.fspath(source_dir)
     check_round_source(source_dir)
     final_path, rewind_path = (os.path.join(source_dir, n) for n in ("final.npz", "rewind.npz"))
@@ -211,5 +218,5 @@ def next_round(model, source_dir, sparsity, *, scope="global"):
                          f"Received: sparsity={sparsity!r} from rewind_from={source_dir!r}")
     for w, value in zip(model.weights, values):
         w.assign(value)
-    gradual.prune_to(model, sparsity, scope=scope)
+    magnitude.prune_to(model, sparsity, scope=scope)
     return rewind(model, rewind_weights)

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from sniptf import _keras_compat
-from sniptf import report as report_lib
+from sniptf import sparsity_report
 from sniptf import transform
 
 _ELEMENTWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU,
@@ -61,12 +61,12 @@ class DeadUnits:
 
 
 @dataclasses.dataclass(frozen=True)
-class EffectiveSparsityReport(report_lib.SparsityReport):
+class EffectiveSparsityReport(sparsity_report.SparsityReport):
     """A `SparsityReport` whose kept counts are the effective weights, with the
     nominal report beside it, the dead units per layer, and the layers taken whole
     (`whole`: `(layer name, why)`)."""
 
-    nominal: report_lib.SparsityReport = None
+    nominal: sparsity_report.SparsityReport = None
     dead_units: tuple = ()
     whole: tuple = ()
 
@@ -142,7 +142,7 @@ def effective_sparsity(model):
         ValueError: a subclassed model (no layer graph), or no prunable layer.
     """
     transform.check_model(model)
-    nominal = report_lib.sparsity(model)
+    nominal = sparsity_report.sparsity(model)
     found = analyze(transform.strip(model))
     return _report(nominal, found.effective, found.dead_units, found.whole)
 
@@ -295,13 +295,13 @@ def _report(nominal, effective, dead, whole):
     for c in nominal.weights:
         layer, _, attribute = c.name.partition("/")
         key = (layer, attribute.split(".")[-1])
-        weights.append(report_lib.Count(c.name, effective.get(key, c.kept), c.total))
+        weights.append(sparsity_report.Count(c.name, effective.get(key, c.kept), c.total))
     per_layer = {}
     for c in weights:
         layer = c.name.partition("/")[0]
         a, b = per_layer.get(layer, (0, 0))
         per_layer[layer] = (a + c.kept, b + c.total)
-    layers = tuple(report_lib.Count(n, a, b) for n, (a, b) in per_layer.items())
-    total = report_lib.Count("total", sum(c.kept for c in weights), sum(c.total for c in weights))
+    layers = tuple(sparsity_report.Count(n, a, b) for n, (a, b) in per_layer.items())
+    total = sparsity_report.Count("total", sum(c.kept for c in weights), sum(c.total for c in weights))
     return EffectiveSparsityReport(tuple(weights), layers, total, nominal.uncovered, nominal=nominal,
                                    dead_units=dead, whole=whole)
