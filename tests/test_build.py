@@ -207,3 +207,27 @@ def test_no_studies_module_over_350_lines():
                                                           recursive=True)
             if (n := sum(1 for _ in open(p))) > 350}
     assert not long, f"split these into rooms: {long}"
+
+
+def test_readme_layout_names_every_module():
+    """The README's layout block names every module of sniptf/ (a package's modules by their
+    file names on its line, or the package itself for commands/ and exporters/)."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme[readme.index("## Layout"):]
+    block = block[:block.index("```", block.index("```") + 3)]
+    missing = []
+    for path in glob.glob(os.path.join(ROOT, "sniptf", "**", "*.py"), recursive=True):
+        rel = os.path.relpath(path, ROOT)
+        folder, name = os.path.split(rel)
+        if name == "__init__.py" or folder in ("sniptf/commands", "sniptf/exporters"):
+            continue
+        if rel not in block and not (folder != "sniptf" and name[:-3] in block and folder in block):
+            missing.append(rel)
+    assert not missing, f"add to the README's layout: {missing}"
+
+
+def test_training_stays_small_and_train_flags_are_generated():
+    lines = sum(1 for _ in open(os.path.join(ROOT, "sniptf", "training.py")))
+    assert lines <= 300, f"sniptf/training.py has {lines} lines: give what grew its own room"
+    train = open(os.path.join(ROOT, "sniptf", "commands", "train.py")).read()
+    assert train.count("flags.DEFINE_") <= 8, "sniptf-train's flags come from TrainConfig (config_flags)"
