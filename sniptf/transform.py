@@ -418,7 +418,7 @@ def apply_masks(entries, masks):
         entry.weight.assign(entry.weight.numpy() * value)
 
 
-def change_masks(entries, masks, optimizer=None):
+def change_masks(entries, masks, optimizer=None, *, old=None):
     """Changes masks during training and keeps the invariant the during-training
     methods rely on: where a mask is 0, the raw weight and (given the `optimizer`)
     each of its slots (momentum, Adam's moments) are exactly 0.
@@ -432,6 +432,8 @@ def change_masks(entries, masks, optimizer=None):
         entries: `masked_entries` of the model.
         masks: boolean arrays, a dict by entry key or a list in the order of `entries`.
         optimizer: the model's optimizer (None: not built yet, no slots).
+        old: the current masks as boolean arrays in the order of `entries`, if the
+            caller holds them (not read again).
 
     Returns:
         `(removed, added)`: boolean arrays per entry, the bits that went 1 -> 0 and 0 -> 1.
@@ -442,10 +444,10 @@ def change_masks(entries, masks, optimizer=None):
     if missing:
         raise ValueError(f"No mask given for {missing}. Received masks for: {sorted(masks)}")
     removed, added = [], []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         new = np.asarray(masks[entry.key]).astype(bool)
-        old = entry.mask.numpy().astype(bool)
-        stay = old & new
+        before = entry.mask.numpy().astype(bool) if old is None else old[i]
+        stay = before & new
         entry.mask.assign(new.astype(entry.mask.dtype))
         weight = entry.weight.numpy()
         entry.weight.assign(np.where(stay, weight, 0).astype(weight.dtype))
@@ -453,8 +455,8 @@ def change_masks(entries, masks, optimizer=None):
             for slot in _keras_compat.optimizer_slots(optimizer, entry.weight):
                 values = slot.numpy()
                 slot.assign(np.where(stay, values, 0).astype(values.dtype))
-        removed.append(old & ~new)
-        added.append(new & ~old)
+        removed.append(before & ~new)
+        added.append(new & ~before)
     return removed, added
 
 

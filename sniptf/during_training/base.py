@@ -128,7 +128,7 @@ class MaskUpdater(keras.callbacks.Callback):
         old = [e.mask.numpy().astype(bool) for e in self._entries]
         self.extra = {}
         new = self.new_masks(step, old)
-        removed, added = transform.change_masks(self._entries, new, magnitude.optimizer_of(self.model))
+        removed, added = transform.change_masks(self._entries, new, magnitude.optimizer_of(self.model), old=old)
         survived = None
         if self._added is not None:
             survived = int(sum(int((a & n).sum()) for a, n in zip(self._added, new)))

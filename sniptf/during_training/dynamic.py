@@ -156,7 +156,7 @@ class SET(DynamicSparsity):
         return {**super().settings_record(), "seed": self.seed}
 
     def grow_scores(self, index, entry, step):
-        return np.random.default_rng([self.seed, step, index]).random(entry.mask.shape)
+        return np.random.default_rng([self.seed, step, index]).random(entry.mask.shape, dtype=np.float32)
 
 
 class RigL(DynamicSparsity):
