@@ -448,6 +448,10 @@ def change_masks(entries, masks, optimizer=None, *, old=None):
         new = np.asarray(masks[entry.key]).astype(bool)
         before = entry.mask.numpy().astype(bool) if old is None else old[i]
         stay = before & new
+        removed.append(before & ~new)
+        added.append(new & ~before)
+        if not (removed[-1].any() or added[-1].any()):
+            continue  # this tensor's mask is unchanged: nothing to write
         entry.mask.assign(new.astype(entry.mask.dtype))
         weight = entry.weight.numpy()
         entry.weight.assign(np.where(stay, weight, 0).astype(weight.dtype))
@@ -455,9 +459,21 @@ def change_masks(entries, masks, optimizer=None, *, old=None):
             for slot in _keras_compat.optimizer_slots(optimizer, entry.weight):
                 values = slot.numpy()
                 slot.assign(np.where(stay, values, 0).astype(values.dtype))
-        removed.append(before & ~new)
-        added.append(new & ~before)
     return removed, added
+
+
+def zero_pruned(entries, optimizer=None):
+    """Sets every raw weight (and, given the `optimizer`, each of its slots) where its mask is
+    0 to exactly 0: the invariant `change_masks` keeps, enforced on a model that may not hold
+    it (weights assigned by hand, loaded from elsewhere)."""
+    for entry in entries:
+        keep = entry.mask.numpy().astype(bool)
+        variables = [entry.weight] + (list(_keras_compat.optimizer_slots(optimizer, entry.weight))
+                                      if optimizer is not None else [])
+        for variable in variables:
+            values = variable.numpy()
+            if np.any(values[~keep]):
+                variable.assign(np.where(keep, values, 0).astype(values.dtype))
 
 
 def redraw(entries, seed):

@@ -159,3 +159,19 @@ def test_gradual_pruning_is_layerwise_by_default_as_tf_mot_and_global_when_named
             total = sum(e.mask.numpy().size for e in transform.masked_entries(model))
             kept = sum(int(e.mask.numpy().sum()) for e in transform.masked_entries(model))
             assert total - kept == round(0.75 * total)
+
+
+def test_each_fit_starts_from_pruned_raw_weights_and_slots_at_zero():
+    # a model whose pruned raw weights were set by hand: the method's fit first restores the invariant
+    x, y = _data(32)
+    model = _compiled(sniptf.prune(_mlp(), (x, y), kappa=0.3, criterion="random"))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # slots built
+    for e in transform.masked_entries(model):
+        off = ~e.mask.numpy().astype(bool)
+        e.weight.assign(np.where(off, 5.0, e.weight.numpy()).astype("float32"))
+        for slot in _keras_compat.optimizer_slots(model.optimizer, e.weight):
+            slot.assign(np.where(off, 1.0, slot.numpy()).astype("float32"))
+    callback = sniptf.SET(100, 1000)  # no update in this fit: only the start's invariant
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[callback])
+    assert callback.updates == []
+    _pruned_are_zero(model)

@@ -105,8 +105,7 @@ class MaskUpdater(keras.callbacks.Callback):
         self._seen = self.optimizer_step()
         self._added = None
         if self.zero_pruned_at_start:
-            transform.change_masks(self._entries, [e.mask.numpy() for e in self._entries],
-                                   magnitude.optimizer_of(self.model))
+            transform.zero_pruned(self._entries, magnitude.optimizer_of(self.model))
         if self.needs_dense_gradient:
             self._capture_dense_gradients()
         self.begin(self._seen)

@@ -9,7 +9,7 @@ k = floor(f(t) · n_kept) with the cosine decay
 and grows k connections among those not kept after the drop: `RigL` the
 largest |∂L/∂θ| of the dense gradient (θ = W ⊙ C, on that step's batch at the
 weights the step started from, from the step's own backward pass), `SET` at
-random (seeded by `seed`, the step and the tensor). The kept count of every
+uniformly at random (seeded by `seed`, the step and the tensor). The kept count of every
 mask never changes. As google-research/rigl (`mask_updaters.py`), only
 connections whose mask bit changed are touched: a new one starts at exactly 0
 with its optimizer slots reset, a removed one is set to 0 with its slots, and
@@ -53,15 +53,15 @@ def smallest(values, candidates, k):
     return np.concatenate([below, idx[v == kth][:k - below.size]])
 
 
-def update_mask(weight, mask, k, grow_scores):
-    """One drop-and-grow of a mask: the `k` smallest-|w| kept weights dropped, then
-    the `k` largest `grow_scores` among the not-kept after the drop grown (which
-    may be some just dropped). Returns the new mask and how many were regrown."""
+def update_mask(weight, mask, k, grow):
+    """One drop-and-grow of a mask: the `k` smallest-|w| kept weights dropped, then `k`
+    connections grown among those not kept after the drop (which may be some just
+    dropped): `grow(candidates, k)` gives their flat indices (`candidates`: a flat
+    boolean array). Returns the new mask and how many were regrown."""
     flat = mask.reshape(-1).astype(bool)
     after_drop = flat.copy()
-    dropped = smallest(np.abs(weight), flat, k)
-    after_drop[dropped] = False
-    grown = smallest(-np.asarray(grow_scores).reshape(-1), ~after_drop, k)
+    after_drop[smallest(np.abs(weight), flat, k)] = False
+    grown = grow(~after_drop, k)
     new = after_drop
     new[grown] = True
     return new.reshape(mask.shape), int(np.count_nonzero(flat[grown]))
@@ -79,7 +79,7 @@ class DynamicSparsitySettings:
 
 
 class DynamicSparsity(MaskUpdater):
-    """Drop the smallest |w|, grow by `grow_scores` (SET, RigL; see the module)."""
+    """Drop the smallest |w|, then `grow` (SET: at random, RigL: by gradient; see the module)."""
 
     Settings = DynamicSparsitySettings
 
@@ -112,8 +112,9 @@ class DynamicSparsity(MaskUpdater):
     def _due_tensor(self, step):
         return tf.logical_and(tf.equal(step % self.update_every, 0), step < self.end_step)
 
-    def grow_scores(self, index, entry, step):
-        """Scores of tensor `index` (`entry`) at `step`: the largest not kept are grown."""
+    def grow(self, index, entry, step, candidates, k):
+        """The flat indices of the `k` connections tensor `index` (`entry`) grows at `step`
+        among `candidates` (a flat boolean array: not kept after the drop)."""
         raise NotImplementedError
 
     def new_masks(self, step, masks):
@@ -124,7 +125,8 @@ class DynamicSparsity(MaskUpdater):
             if k == 0:
                 out.append(mask)
                 continue
-            new, again = update_mask(e.weight.numpy(), mask, k, self.grow_scores(i, e, step))
+            new, again = update_mask(e.weight.numpy(), mask, k,
+                                     lambda candidates, k, i=i, e=e: self.grow(i, e, step, candidates, k))
             out.append(new)
             regrown += again
         self.extra = {"regrown": regrown}  # dropped and grown again in this update: unchanged
@@ -155,8 +157,11 @@ class SET(DynamicSparsity):
     def settings_record(self):
         return {**super().settings_record(), "seed": self.seed}
 
-    def grow_scores(self, index, entry, step):
-        return np.random.default_rng([self.seed, step, index]).random(entry.mask.shape, dtype=np.float32)
+    def grow(self, index, entry, step, candidates, k):
+        # k of the candidates uniformly at random, without replacement (no score per weight)
+        idx = np.flatnonzero(candidates)
+        rng = np.random.default_rng([self.seed, step, index])
+        return idx[rng.choice(idx.size, size=k, replace=False)]
 
 
 class RigL(DynamicSparsity):
@@ -185,8 +190,8 @@ class RigL(DynamicSparsity):
     def from_config(cls, config):
         return cls._from_config(config)
 
-    def grow_scores(self, index, entry, step):
+    def grow(self, index, entry, step, candidates, k):
         if self.dense_gradients is None:  # an update made outside fit: no gradient there
             raise ValueError(f"RigL grows from the dense gradient of an update step's batch, taken "
                              f"while fit runs. Received: an update at step {step} outside fit")
-        return np.abs(self.dense_gradients[index].numpy())
+        return smallest(-np.abs(self.dense_gradients[index].numpy()), candidates, k)
