@@ -31,6 +31,7 @@ import numpy as np
 
 from sniptf import run_dir
 from sniptf import training
+from sniptf.during_training import registry
 from sniptf.studies.common import error_cell
 from sniptf.studies.common import markdown_table
 from sniptf.studies.common import run_stages
@@ -39,7 +40,7 @@ from sniptf.studies.criteria_comparison import BUDGETS
 PAI = ("snip", "grasp", "synflow", "random_erk")
 METHODS = (PAI + tuple(f"{m}_{check}" for m in PAI for check in ("shuffle", "reinit", "invert")
                        if not (m == "random_erk" and check == "invert"))
-           + ("gmp", "set", "rigl", "imp"))
+           + tuple(registry.METHODS) + ("imp",))  # the during-training methods by their registry names
 SPARSITIES = {"lenet_300_100": (0.9, 0.95, 0.98, 0.99), "lenet5_caffe": (0.95, 0.99)}
 IMP_MAX_FRACTION = 0.4  # of the kept weights pruned per round (Frankle et al.: 20-40%)
 
