@@ -301,7 +301,7 @@ def test_probe_starts_at_step_every_on_the_whole_training_split(monkeypatch):
         seen.append(len(data[1]))
         return real(data, **kwargs)
 
-    monkeypatch.setattr(smoothness, "LipschitzProbe", spy)
+    monkeypatch.setattr(data_parallelism_probes, "LipschitzProbe", spy)
     out = dps.probe(workload, 0.5, 32, {"learning_rate": 0.05}, steps=12, every=5, log=lambda m: None)
     assert [s for s, _ in out["lipschitz"]] == [5, 10] and seen == [300]
     assert out["noise_scale"][0][0] == 0  # B_simple is also measured at initialization
