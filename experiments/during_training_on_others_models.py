@@ -74,7 +74,7 @@ def checks(name, model, x, y):
         pruned = _compiled(sniptf.prune(model, (x, y), kappa=0.2), name)
         before = _counts(pruned)
         pruned.fit(data, epochs=2, verbose=0, callbacks=[callback])
-        moved = sum(changed for _, changed in callback.updates)
+        moved = sum(update["changed"] for update in callback.updates)
         yield (f"{type(callback).__name__} on a SNIP mask, 8 steps", _counts(pruned) == before
                and len(callback.updates) == 4 and moved > 0,
                f"{len(callback.updates)} updates moving {moved} connections, counts kept: {_counts(pruned) == before}")
