@@ -17,35 +17,37 @@ def check_scope(scope, name="scope"):
     return settings.check_choice(name, scope, PRUNING_SCOPES)
 
 
-def magnitude_masks(entries, sparsity, *, scope="global", seed=0):
+def magnitude_masks(entries, sparsity, *, scope="global"):
     """The masks that prune the smallest-|w| kept weights of `entries` until exactly
     round(sparsity * N) of the N masked weights are pruned (N over all of them with
     `scope="global"`, per tensor with `"layerwise"`). Masks only shrink: a tensor (or
-    model) already that sparse keeps its mask. Ties: the lowest index is kept."""
-    masks = [e.mask.numpy().astype(bool) for e in entries]
-    # kept weights score |w|, pruned ones -1: never chosen over a kept one
-    scores = [np.where(m, np.abs(e.weight.numpy()), -1.0).astype(np.float32) for e, m in zip(entries, masks)]
-    if scope == "global":
-        total = sum(m.size for m in masks)
-        keep = total - int(round(sparsity * total))
-        if keep >= sum(int(m.sum()) for m in masks):
-            return masks
-        new = selection.select_count(scores, max(keep, 1), scope="global", seed=seed, min_kept_per_layer=0)
-    else:
-        new = []
-        for s, m in zip(scores, masks):
-            keep = m.size - int(round(sparsity * m.size))
-            new.append(m if keep >= m.sum() else selection.select_count(
-                [s], max(keep, 1), scope="global", seed=seed, min_kept_per_layer=0)[0])
-    return [n & m for n, m in zip(new, masks)]
+    model) already that sparse keeps its mask. Ties: the lowest index (in the order of
+    `entries`) is kept."""
+    masks = [transform.mask_bits(e) for e in entries]
+    groups = [range(len(entries))] if scope == "global" else [[i] for i in range(len(entries))]
+    new = list(masks)
+    for group in groups:
+        total = sum(masks[i].size for i in group)
+        keep = max(total - int(round(sparsity * total)), 1)
+        if keep >= sum(int(np.count_nonzero(masks[i])) for i in group):
+            continue
+        # kept weights keyed by |w|, pruned ones 0: never chosen over a kept one
+        keys = np.concatenate([selection.magnitude_keys(entries[i].weight.numpy(), masks[i]) for i in group])
+        chosen = np.zeros(keys.size, bool)
+        chosen[selection.flat_top_k(keys, keep)] = True
+        start = 0
+        for i in group:
+            new[i] = chosen[start:start + masks[i].size].reshape(masks[i].shape)
+            start += masks[i].size
+    return new
 
 
-def prune_to(model, sparsity, *, scope="global", seed=0):
+def prune_to(model, sparsity, *, scope="global"):
     """Prunes a wrapped model by magnitude to `sparsity` (`magnitude_masks`); each pruned
     weight and its optimizer slots (if the model has a built optimizer) are set to 0.
     Returns the number of weights pruned by this call."""
     entries = transform.masked_entries(model)
-    new = magnitude_masks(entries, sparsity, scope=check_scope(scope), seed=seed)
+    new = magnitude_masks(entries, sparsity, scope=check_scope(scope))
     removed, _ = transform.change_masks(entries, new, optimizer_of(model))
     return sum(int(r.sum()) for r in removed)
 

@@ -351,3 +351,71 @@ def _select(sources, shapes, width, k, scope, seed, min_kept):
               else erk_counts(shapes, k))
     return [_top_k([source], [shape], c, width, rng)[0] if c else np.zeros(shape, bool)
             for source, shape, c in zip(sources, shapes, counts)]
+
+
+# Selection inside a training run (mask updates): exact, ties by lowest flat index, in a
+# few passes over the arrays (no sort, no index array of the candidates).
+
+_KEY_TOP = np.uint32(0x7FFFFFFF)
+
+
+def magnitude_keys(values, candidates, *, smallest=False):
+    """uint32 keys of `values` for `flat_top_k`: ordered as |values| (as -|values| with
+    `smallest`), 0 where `candidates` (a boolean array of the same size) is False."""
+    bits = np.abs(np.ravel(values)).astype(np.float32, copy=False).view(np.uint32)  # sign bit clear
+    keys = (_KEY_TOP - bits) if smallest else (bits + np.uint32(1))
+    np.multiply(keys, np.ravel(candidates), out=keys, casting="unsafe")  # 0 off the candidates
+    return keys
+
+
+def flat_top_k(keys, k):
+    """Flat indices of the `k` largest nonzero `keys` (uint32, 0: never chosen); ties at
+    the k-th value go to the lowest indices. Exact, in a few passes over the keys: a
+    strided sample brackets the k-th value, counts confirm the bracket (else it widens),
+    and only the keys inside it are partitioned."""
+    keys = np.ravel(keys)
+    nonzero = int(np.count_nonzero(keys))
+    if k >= nonzero:
+        return np.flatnonzero(keys)
+    if k <= 0:
+        return np.zeros(0, np.intp)
+    sample = np.sort(keys[::max(1, keys.size // 65536)])
+    position = (1.0 - k / keys.size) * (sample.size - 1)  # of the k-th largest, in the sample
+    margin = 4.0 * math.sqrt(sample.size) + 8
+    while True:
+        lo = sample[max(int(position - margin), 0)] if position - margin > 0 else np.uint32(0)
+        hi = sample[int(position + margin)] if position + margin < sample.size - 1 else np.uint32(0xFFFFFFFF)
+        above = int(np.count_nonzero(keys > hi))
+        if above <= k <= int(np.count_nonzero(keys >= lo)):
+            break
+        margin *= 4  # the sample misled (keys laid out in order): a wider bracket
+    need = k - above
+    if need == 0:
+        return np.flatnonzero(keys > hi)
+    inside = keys[(keys >= lo) & (keys <= hi)]
+    threshold = np.partition(inside, inside.size - need)[inside.size - need]  # the k-th largest
+    chosen = np.flatnonzero(keys > threshold)
+    return np.concatenate([chosen, np.flatnonzero(keys == threshold)[:k - chosen.size]])
+
+
+def random_flat_indices(candidates, k, rng):
+    """`k` flat indices drawn uniformly without replacement among the True entries of the
+    boolean array `candidates`, from the numpy Generator `rng` (the same draw on any
+    machine). Most entries candidates: sequential draws over the array, rejected off the
+    candidates or repeated (no index array of the candidates)."""
+    flat = np.ravel(candidates)
+    count = int(np.count_nonzero(flat))
+    if k >= count:
+        return np.flatnonzero(flat)
+    if k <= 0:
+        return np.zeros(0, np.intp)
+    if 4 * count < flat.size:
+        idx = np.flatnonzero(flat)
+        return idx[rng.choice(count, size=k, replace=False)]
+    chosen = np.zeros(0, np.int64)
+    while chosen.size < k:
+        draw = rng.integers(0, flat.size, size=int((k - chosen.size) * flat.size / count * 1.1) + 16)
+        chosen = np.concatenate([chosen, draw[flat[draw]]])
+        _, first = np.unique(chosen, return_index=True)
+        chosen = chosen[np.sort(first)]  # distinct, in the order drawn
+    return chosen[:k]

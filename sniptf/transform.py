@@ -15,6 +15,7 @@ import inspect
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from sniptf import _keras_compat
 from sniptf import registry
@@ -445,21 +446,23 @@ def change_masks(entries, masks, optimizer=None, *, old=None):
         raise ValueError(f"No mask given for {missing}. Received masks for: {sorted(masks)}")
     removed, added = [], []
     for i, entry in enumerate(entries):
-        new = np.asarray(masks[entry.key]).astype(bool)
-        before = entry.mask.numpy().astype(bool) if old is None else old[i]
-        stay = before & new
+        new = np.asarray(masks[entry.key]).astype(bool, copy=False)
+        before = mask_bits(entry) if old is None else old[i]
         removed.append(before & ~new)
         added.append(new & ~before)
         if not (removed[-1].any() or added[-1].any()):
             continue  # this tensor's mask is unchanged: nothing to write
-        entry.mask.assign(new.astype(entry.mask.dtype))
-        weight = entry.weight.numpy()
-        entry.weight.assign(np.where(stay, weight, 0).astype(weight.dtype))
-        if optimizer is not None:
-            for slot in _keras_compat.optimizer_slots(optimizer, entry.weight):
-                values = slot.numpy()
-                slot.assign(np.where(stay, values, 0).astype(values.dtype))
+        entry.mask.assign(tf.cast(new, entry.mask.dtype))
+        stay = tf.constant(before & new)
+        slots = _keras_compat.optimizer_slots(optimizer, entry.weight) if optimizer is not None else []
+        for variable in [entry.weight, *slots]:  # computed and written by TF: no copy through numpy
+            variable.assign(tf.where(stay, variable.value, tf.zeros((), variable.dtype)))
     return removed, added
+
+
+def mask_bits(entry):
+    """An entry's mask as a boolean array."""
+    return tf.cast(entry.mask.value, tf.bool).numpy()
 
 
 def zero_pruned(entries, optimizer=None):
@@ -467,7 +470,7 @@ def zero_pruned(entries, optimizer=None):
     0 to exactly 0: the invariant `change_masks` keeps, enforced on a model that may not hold
     it (weights assigned by hand, loaded from elsewhere)."""
     for entry in entries:
-        keep = entry.mask.numpy().astype(bool)
+        keep = mask_bits(entry)
         variables = [entry.weight] + (list(_keras_compat.optimizer_slots(optimizer, entry.weight))
                                       if optimizer is not None else [])
         for variable in variables:

@@ -170,3 +170,59 @@ def test_erk_scope_keeps_the_top_scores_inside_each_array():
     assert [int(m.sum()) for m in masks] == [8, 200]
     assert masks[0].ravel()[8:].all() and not masks[0].ravel()[:8].any()
     assert masks[1].ravel()[-200:].all()
+
+
+def _top_k_by_sort(values, candidates, k, smallest):
+    """The reference: a stable sort of the candidates' |values| (ties: lowest index first)."""
+    idx = np.flatnonzero(candidates)
+    a = np.abs(values.reshape(-1)[idx])
+    return np.sort(idx[np.argsort(a if smallest else -a, kind="stable")[:k]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 3000), levels=st.integers(1, 6), density=st.floats(0.0, 1.0),
+       k_fraction=st.floats(0.0, 1.0), smallest=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_flat_top_k_matches_a_stable_sort(n, levels, density, k_fraction, smallest, seed):
+    # few distinct levels: many ties at the k-th value, which go to the lowest indices
+    rng = np.random.default_rng(seed)
+    values = (rng.integers(-levels, levels + 1, n) * 0.25).astype(np.float32)
+    candidates = rng.random(n) < density
+    k = int(k_fraction * candidates.sum())
+    got = selection.flat_top_k(selection.magnitude_keys(values, candidates, smallest=smallest), k)
+    np.testing.assert_array_equal(np.sort(got), _top_k_by_sort(values, candidates, k, smallest))
+
+
+@pytest.mark.parametrize("layout", ["ascending", "descending", "blocks", "periodic"])
+def test_flat_top_k_is_exact_when_the_strided_sample_misleads(layout):
+    # keys laid out in order, or large exactly at the sample's stride (4 here): the
+    # sample's bracket is wrong there and must widen
+    n = 300_000
+    values = np.linspace(0.0, 1.0, n, dtype=np.float32)
+    if layout == "periodic":
+        values = np.where(np.arange(n) % (n // 65536) == 0, 1.0 + values, values).astype(np.float32)
+    elif layout == "descending":
+        values = values[::-1].copy()
+    elif layout == "blocks":
+        values = np.repeat(np.arange(n // 1000, dtype=np.float32), 1000)
+    candidates = np.ones(n, bool)
+    for k in (1, 4_567, n // 2, n - 1):
+        got = selection.flat_top_k(selection.magnitude_keys(values, candidates), k)
+        np.testing.assert_array_equal(np.sort(got), _top_k_by_sort(values, candidates, k, False))
+
+
+@pytest.mark.parametrize("density", [0.05, 0.9])
+def test_random_flat_indices_draws_distinct_candidates_uniformly(density):
+    # both paths (few candidates: an index array; most: rejection); seeded, so deterministic
+    rng = np.random.default_rng(0)
+    candidates = rng.random(200) < density
+    count = int(candidates.sum())
+    k = max(1, count // 3)
+    hits = np.zeros(200)
+    for draw in range(3000):
+        chosen = selection.random_flat_indices(candidates, k, np.random.default_rng([7, draw]))
+        assert chosen.size == k == np.unique(chosen).size and candidates[chosen].all()
+        hits[chosen] += 1
+    expected = 3000 * k / count  # each candidate's inclusion probability is k / count
+    assert np.all(np.abs(hits[candidates] - expected) < 5 * np.sqrt(expected)) and hits[~candidates].sum() == 0
+    again = selection.random_flat_indices(candidates, k, np.random.default_rng([7, 0]))
+    np.testing.assert_array_equal(again, selection.random_flat_indices(candidates, k, np.random.default_rng([7, 0])))

@@ -124,7 +124,7 @@ class MaskUpdater(keras.callbacks.Callback):
 
     def update(self, step, logs=None):
         """Makes the update at `step` now, from the current weights, and records it."""
-        old = [e.mask.numpy().astype(bool) for e in self._entries]
+        old = [transform.mask_bits(e) for e in self._entries]
         self.extra = {}
         new = self.new_masks(step, old)
         removed, added = transform.change_masks(self._entries, new, magnitude.optimizer_of(self.model), old=old)

@@ -8,9 +8,10 @@ k = floor(f(t) · n_kept) with the cosine decay
 
 and grows k connections among those not kept after the drop: `RigL` the
 largest |∂L/∂θ| of the dense gradient (θ = W ⊙ C, on that step's batch at the
-weights the step started from, from the step's own backward pass), `SET` at
+weights the step started from, from the step's own backward pass), `SET`
 uniformly at random (seeded by `seed`, the step and the tensor). The kept count of every
-mask never changes. As google-research/rigl (`mask_updaters.py`), only
+mask never changes. Ties (equal |w| or |gradient|) go to the lowest index.
+As google-research/rigl (`mask_updaters.py`), only
 connections whose mask bit changed are touched: a new one starts at exactly 0
 with its optimizer slots reset, a removed one is set to 0 with its slots, and
 one dropped and regrown in the same update keeps its value and slots (a mask
@@ -29,6 +30,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from sniptf import selection
 from sniptf import settings
 from sniptf.during_training.base import MaskUpdater
 from sniptf.settings import setting
@@ -39,28 +41,14 @@ def drop_fraction_at(step, *, drop_fraction, end_step):
     return drop_fraction / 2.0 * (1.0 + math.cos(math.pi * step / end_step))
 
 
-def smallest(values, candidates, k):
-    """Flat indices of the `k` smallest `values` among `candidates` (ties: lowest index
-    first), in O(n): a partition finds the k-th value, the ties at it go by index."""
-    idx = np.flatnonzero(candidates)
-    if k >= idx.size:
-        return idx
-    if k <= 0:
-        return idx[:0]
-    v = values.reshape(-1)[idx]
-    kth = np.partition(v, k - 1)[k - 1]
-    below = idx[v < kth]
-    return np.concatenate([below, idx[v == kth][:k - below.size]])
-
-
 def update_mask(weight, mask, k, grow):
-    """One drop-and-grow of a mask: the `k` smallest-|w| kept weights dropped, then `k`
-    connections grown among those not kept after the drop (which may be some just
-    dropped): `grow(candidates, k)` gives their flat indices (`candidates`: a flat
-    boolean array). Returns the new mask and how many were regrown."""
-    flat = mask.reshape(-1).astype(bool)
+    """One drop-and-grow of a mask: the `k` smallest-|w| kept weights dropped (ties: the
+    lowest index first), then `k` connections grown among those not kept after the drop
+    (which may be some just dropped): `grow(candidates, k)` gives their flat indices
+    (`candidates`: a flat boolean array). Returns the new mask and how many were regrown."""
+    flat = mask.reshape(-1).astype(bool, copy=False)
     after_drop = flat.copy()
-    after_drop[smallest(np.abs(weight), flat, k)] = False
+    after_drop[selection.flat_top_k(selection.magnitude_keys(weight, flat, smallest=True), k)] = False
     grown = grow(~after_drop, k)
     new = after_drop
     new[grown] = True
@@ -158,10 +146,8 @@ class SET(DynamicSparsity):
         return {**super().settings_record(), "seed": self.seed}
 
     def grow(self, index, entry, step, candidates, k):
-        # k of the candidates uniformly at random, without replacement (no score per weight)
-        idx = np.flatnonzero(candidates)
-        rng = np.random.default_rng([self.seed, step, index])
-        return idx[rng.choice(idx.size, size=k, replace=False)]
+        # k of the candidates uniformly at random, without replacement
+        return selection.random_flat_indices(candidates, k, np.random.default_rng([self.seed, step, index]))
 
 
 class RigL(DynamicSparsity):
@@ -194,4 +180,4 @@ class RigL(DynamicSparsity):
         if self.dense_gradients is None:  # an update made outside fit: no gradient there
             raise ValueError(f"RigL grows from the dense gradient of an update step's batch, taken "
                              f"while fit runs. Received: an update at step {step} outside fit")
-        return smallest(-np.abs(self.dense_gradients[index].numpy()), candidates, k)
+        return selection.flat_top_k(selection.magnitude_keys(self.dense_gradients[index].numpy(), candidates), k)

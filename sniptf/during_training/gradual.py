@@ -25,6 +25,7 @@ import dataclasses
 
 from sniptf import magnitude
 from sniptf import settings
+from sniptf import transform
 from sniptf.during_training.base import MaskUpdater
 from sniptf.settings import setting
 
@@ -147,7 +148,7 @@ class GradualPruning(MaskUpdater):
     def _changes(self, step):
         """Whether the update at `step` would change a mask (not when already that sparse)."""
         new = magnitude.magnitude_masks(self.entries, self.target(step), scope=self.scope)
-        return any((n != e.mask.numpy().astype(bool)).any() for n, e in zip(new, self.entries))
+        return any((n != transform.mask_bits(e)).any() for n, e in zip(new, self.entries))
 
     def new_masks(self, step, masks):
         return magnitude.magnitude_masks(self.entries, self.target(step), scope=self.scope)
