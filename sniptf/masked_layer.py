@@ -143,7 +143,7 @@ class MaskedLayer(keras.layers.Wrapper):
     ```
     """
 
-    def __init__(self, layer, mask_biases=False, **kwargs):
+    def __init__(self, layer, mask_biases=False, structure="unstructured", **kwargs):
         if not isinstance(layer, keras.layers.Layer) or _keras_compat.is_graph_model(layer):
             raise TypeError(
                 "MaskedLayer wraps a Keras layer or a subclassed model; for a "
@@ -167,6 +167,7 @@ class MaskedLayer(keras.layers.Wrapper):
         kwargs.setdefault("name", layer.name)
         super().__init__(layer, **kwargs)
         self.mask_biases = bool(mask_biases)
+        self.structure = str(structure)  # what `prune` made the masks with (sniptf/structure.py)
         params = inspect.signature(layer.call).parameters
         self._inner_takes_training = "training" in params
         self._inner_takes_mask = "mask" in params
@@ -309,6 +310,8 @@ class MaskedLayer(keras.layers.Wrapper):
     def get_config(self):
         config = super().get_config()
         config["mask_biases"] = self.mask_biases
+        if self.structure != "unstructured":
+            config["structure"] = self.structure
         return config
 
     @classmethod

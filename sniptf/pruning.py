@@ -9,13 +9,14 @@ from sniptf import scoring_batches
 from sniptf import registry
 from sniptf import scoring
 from sniptf import selection
+from sniptf import structure as structure_lib
 from sniptf import transform
 
 
 def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
           num_batches=1, loss=None, batch_size=None, seed=0,
           include_biases=False, reinitialize=False, bn_training=False, isometry=False,
-          min_kept_per_layer=0, invert=False):
+          min_kept_per_layer=0, invert=False, structure="unstructured"):
     """Prunes `model` at initialization, keeping the top-κ connections.
 
     SNIP (Lee et al., ICLR 2019): wrap every prunable layer in a
@@ -32,7 +33,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         dataset: what `model.fit` takes: a `tf.data.Dataset` of batches, or
             arrays `x`, `(x, y)` or `(x, y, sample_weight)` (tensors, tuples or dicts).
         kappa: a float in (0, 1], the fraction of prunable weights kept
-            (0.05 = 95% sparse), or an int >= 1, the exact number kept.
+            (0.05 = 95% sparse), or an int >= 1, the exact number kept; None
+            for an N:M `structure` (its N/M).
         criterion: `"snip"` (default), `"magnitude"`, `"random"`, `"grasp"`,
             `"synflow"` (data-free: `dataset` may be None; 100 rounds),
             `"force"` (60 rounds of SNIP at the current mask), or a name added
@@ -62,6 +64,12 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
             *lowest*-scoring connections (the same count, criterion and scope;
             an iterative criterion keeps the lowest at every round). See
             `sniptf.sanity` for the other two checks.
+        structure: which weights are kept or removed together (see
+            `sniptf/structure.py`): `"unstructured"` (default), `"N:M"` (e.g.
+            `"2:4"`: N of every M consecutive weights along a kernel's input
+            axis; `kappa` None or N/M), `"blocks:K"` (blocks of K along it,
+            kept whole) or `"channels"` (whole output units; then
+            `sniptf.compact` gives the smaller dense model).
 
     Returns:
         A new model whose prunable layers are `MaskedLayer`s with fixed masks,
@@ -82,8 +90,9 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     """
     # the owners' checks, before any work (saliency and select use the same)
     rounds = criteria.get_criterion(criterion).rounds
-    selection.check_scope(scope)
-    kappa = selection.check_kappa(kappa)
+    shape = structure_lib.parse(structure)
+    shape.check_scope(scope)
+    kappa = shape.check_kappa(kappa)
     selection.check_seed(seed)
     selection.check_min_kept(min_kept_per_layer)
     if not isinstance(invert, bool):
@@ -91,7 +100,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     if not isinstance(isometry, (bool, dict)):
         raise TypeError(f"Expected `isometry` to be a bool or a dict of approximate_isometry "
                         f"arguments. Received: isometry={isometry!r}")
-    pruned = transform.wrap(model, include_biases=include_biases)
+    # "channels" removes a unit's bias with its kernel column: biases are masked for it
+    pruned = transform.wrap(model, include_biases=include_biases or shape.kind == "channels")
     if not pruned.built:
         x, _, _ = next(iter(scoring_batches.batches(dataset, 1, batch_size)), (None, None, None))
         if x is None:
@@ -107,7 +117,8 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     for e in entries:  # score at c = 1, also when re-pruning a pruned model
         e.mask.assign(np.ones(e.mask.shape, e.mask.dtype))
     keys = [e.key for e in entries]
-    total = sum(int(np.prod(e.mask.shape)) for e in entries)
+    counted = structure_lib.unit_entries(entries) if shape.kind == "channels" else entries
+    total = sum(int(np.prod(e.mask.shape)) for e in counted)
     kept = selection.count_for(kappa, total)  # κ as a count, once
     # one round (SNIP, ...), or an exponential schedule of rounds, each scored at the
     # mask the previous one left (SynFlow, FORCE); only the masks change in between
@@ -119,9 +130,13 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
             batch_size=batch_size, seed=seed, bn_training=bn_training)
         if invert:  # the lowest scores first: select the largest of the negated
             scores = {k: (lambda f=f: np.negative(f())) for k, f in scores.items()}
-        masks = dict(zip(keys, selection.select_count(
-            [scores[k] for k in keys], count, scope=scope, seed=seed,
-            min_kept_per_layer=min_kept_per_layer)))
+        if shape.structured:
+            masks = shape.select(entries, scores, count, scope=scope, seed=seed,
+                                 min_kept_per_layer=min_kept_per_layer, model=pruned)
+        else:
+            masks = dict(zip(keys, selection.select_count(
+                [scores[k] for k in keys], count, scope=scope, seed=seed,
+                min_kept_per_layer=min_kept_per_layer)))
         del scores
         if len(counts) > 1:
             for e in entries:
@@ -129,6 +144,7 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     if reinitialize:
         transform.redraw(entries, seed)
     transform.apply_masks(entries, masks)
+    transform.set_structure(pruned, str(shape))
     _warn_empty_layers(entries, masks)
     _warn_uncovered(pruned, entries)
     if isometry:

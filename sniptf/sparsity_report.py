@@ -5,6 +5,7 @@ import hashlib
 
 import numpy as np
 
+from sniptf import structure
 from sniptf import transform
 
 
@@ -34,13 +35,20 @@ class SparsityReport:
     `weights`, `layers` and `total` count the covered weights: those a mask
     (or, in a stripped model, a registered layer) covers. `uncovered` lists
     the model's other matrix weights (rank >= 2), which pruning leaves dense;
-    `covered` and `all_weights` compare the two.
+    `covered` and `all_weights` compare the two. `structure` is what the masks
+    were made with (`sniptf.prune(..., structure=...)`; several, comma-joined,
+    if layers differ), `broken` the masked weights whose mask no longer has
+    that pattern (changed since), `padded` those with a short last group (N:M,
+    blocks: the input size is not a multiple of the group).
     """
 
     weights: tuple
     layers: tuple
     total: Count
     uncovered: tuple = ()
+    structure: str = "unstructured"
+    broken: tuple = ()
+    padded: tuple = ()
 
     @property
     def covered(self):
@@ -69,7 +77,8 @@ class SparsityReport:
         return {"weights": [row(c) for c in self.weights],
                 "layers": [row(c) for c in self.layers], "total": row(self.total),
                 "uncovered": [row(c) for c in self.uncovered],
-                "covered": self.covered, "all_weights": self.all_weights}
+                "covered": self.covered, "all_weights": self.all_weights,
+                "structure": self.structure, "broken": list(self.broken), "padded": list(self.padded)}
 
     def __str__(self):
         width = max(len(c.name) for c in self.layers + (self.total,))
@@ -80,6 +89,10 @@ class SparsityReport:
             lines.append(f"covered: {self.covered:,} of {self.all_weights:,} matrix weights "
                          f"({self.covered / self.all_weights:.1%}); not covered (left dense):")
             lines.extend(f"  {c.name}  {c.total:,}" for c in self.uncovered)
+        if self.structure != "unstructured":
+            holds = f"does not hold on {', '.join(self.broken)}" if self.broken else "holds on every masked weight"
+            short = f"; a short last group (padded) in {', '.join(self.padded)}" if self.padded else ""
+            lines.append(f"structure: {self.structure} ({holds}{short})")
         return "\n".join(lines)
 
 
@@ -123,7 +136,22 @@ def sparsity(model):
     total = Count("total", sum(c.kept for c in weights), sum(c.total for c in weights))
     uncovered = tuple(Count(path, int(np.count_nonzero(v.numpy())), int(np.prod(v.shape)))
                       for path, v in transform.uncovered_weights(model))
-    return SparsityReport(weights, layers, total, uncovered)
+    return SparsityReport(weights, layers, total, uncovered, *_structure(transform.masked_entries(model)))
+
+
+def _structure(entries):
+    """(structure, broken, padded) of the masked weights (`sniptf/structure.py`)."""
+    labels = list(dict.fromkeys(getattr(e.layer, "structure", "unstructured") for e in entries)) or ["unstructured"]
+    broken, padded = [], []
+    for e in entries:
+        shape = structure.parse(getattr(e.layer, "structure", "unstructured"))
+        if not shape.structured:
+            continue
+        if not structure.pattern_holds(shape, e, transform.mask_bits(e)):
+            broken.append(e.key)
+        if shape.kind in ("nm", "blocks") and structure.padded_kernels([e], shape.m):
+            padded.append(e.key)
+    return ", ".join(labels), tuple(broken), tuple(padded)
 
 
 def mask_digest(model):

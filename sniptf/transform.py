@@ -351,8 +351,8 @@ def strip(model):
 
 @_keras_compat.keeps_name_scopes
 def copy_wrapped(model):
-    """A wrapped copy of a pruned `model`: the same names, weights and masks, and
-    `(entry of model, entry of the copy)` pairs in model order.
+    """A wrapped copy of a pruned `model`: the same names, weights, masks and structure
+    labels, and `(entry of model, entry of the copy)` pairs in model order.
 
     Raises:
         ValueError: `model` has no masks, or its copy masks other weights.
@@ -369,6 +369,8 @@ def copy_wrapped(model):
                          f"Received: {sorted(e.key for e in entries)}, copied {sorted(copied)}")
     pairs = [(e, copied[e.key]) for e in entries]
     apply_masks([c for _, c in pairs], {c.key: e.mask.numpy() for e, c in pairs})
+    for e, c in pairs:  # the label stays; the report says if a changed mask broke it
+        c.layer.structure = e.layer.structure
     return copy, pairs
 
 
@@ -458,6 +460,13 @@ def change_masks(entries, masks, optimizer=None, *, old=None):
         for variable in [entry.weight, *slots]:  # computed and written by TF: no copy through numpy
             variable.assign(tf.where(stay, variable.value, tf.zeros((), variable.dtype)))
     return removed, added
+
+
+def set_structure(model, structure):
+    """Records on every MaskedLayer of `model` the structure its masks were made with
+    (`sniptf/structure.py`; kept in the layer's config, so in `.keras` files)."""
+    for entry in masked_entries(model):
+        entry.layer.structure = str(structure)
 
 
 def mask_bits(entry):

@@ -1,5 +1,6 @@
 """Figures for the recorded results (matplotlib, written as PNG)."""
 
+import itertools
 import os
 
 import matplotlib
@@ -7,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+
+from sniptf.during_training import registry  # noqa: E402
 
 
 def _save(fig, path):
@@ -293,11 +296,13 @@ def error_vs_steps(rows, path, title=""):
 def where_pai_stands(rows, path, title="", models=()):
     """Test error (mean ± std) against sparsity, one column per model: on top each PaI
     mask (solid) with its shuffled (dashed), reinitialized (dash-dot) and inverted
-    (dotted) checks in its colour; below the PaI masks against GMP, SET, RigL and IMP.
+    (dotted) checks in its colour; below the PaI masks against the during-training
+    methods of `during_training.registry` (GMP, SET, RigL) and IMP.
     `rows` as `where_pai_stands.summarize` returns them; dense as a grey line; one column
     per model, in the order of `models`."""
     pai = ("snip", "grasp", "synflow", "random_erk")
-    colours = dict(zip(pai + ("gmp", "set", "rigl", "imp"), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    later = tuple(registry.METHODS) + ("imp",)  # the during-training methods, then IMP
+    colours = dict(zip(pai + later, itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])))
     styles = {"": "-", "shuffle": "--", "reinit": "-.", "invert": ":"}
     order = list(models)  # the caller's order; any other model of `rows` after them
     models = sorted({r["model"] for r in rows}, key=lambda m: (order.index(m) if m in order else len(order), m))
@@ -307,7 +312,7 @@ def where_pai_stands(rows, path, title="", models=()):
         mine = [r for r in rows if r["model"] == model]
         for row, methods in enumerate((
                 [(m, m + (f"_{c}" if c else ""), c) for m in pai for c in styles],
-                [(m, m, "") for m in pai + ("gmp", "set", "rigl", "imp")])):
+                [(m, m, "") for m in pai + later])):
             ax = axes[row][column]
             for base, method, check in methods:
                 pts = sorted((r["sparsity"], r["test_error_mean"], r["test_error_std"])

@@ -1,0 +1,178 @@
+"""Structured sparsity at initialization (issue 39): N:M, blocks and channels."""
+
+import keras
+import numpy as np
+import pytest
+
+import sniptf
+from sniptf import structure
+from sniptf import transform
+
+L = keras.layers
+
+
+def _data(shape=(28, 28, 1), n=16, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n,) + shape, dtype=np.float32), rng.integers(0, classes, n)
+
+
+def _holds(model, spelling):
+    return {e.key: structure.pattern_holds(spelling, e, e.mask.numpy()) for e in transform.masked_entries(model)}
+
+
+def _kept(model):
+    return {e.key: int(np.count_nonzero(e.mask.numpy())) for e in transform.masked_entries(model)}
+
+
+def _dense(weights):
+    """A one-Dense model whose kernel is `weights` (in, out), so magnitude scores are |weights|."""
+    x = keras.Input((weights.shape[0],))
+    model = keras.Model(x, L.Dense(weights.shape[1], name="fc")(x))
+    model.get_layer("fc").kernel.assign(weights)
+    return model
+
+
+def test_two_of_four_by_hand_with_a_short_last_group():
+    # in = 6: groups rows 0-3 and 4-5 (short: keeps both); ties go to the first
+    w = np.array([[0.1, -5.0], [0.9, 1.0], [-0.8, 1.0], [0.2, 0.3],
+                  [0.01, 7.0], [0.02, 0.0]], np.float32)
+    pruned = sniptf.prune(_dense(w), None, kappa=None, criterion="magnitude", structure="2:4")
+    mask = pruned.get_layer("fc").masks["kernel"].numpy()
+    np.testing.assert_array_equal(mask, [[0, 1], [1, 1], [1, 0], [0, 0], [1, 1], [1, 1]])
+    report = sniptf.sparsity(pruned)
+    assert report.structure == "2:4" and report.padded == ("fc/kernel",) and report.broken == ()
+    assert "structure: 2:4 (holds on every masked weight; a short last group (padded) in fc/kernel)" in str(report)
+
+
+def test_blocks_by_hand_keep_the_best_summed_blocks_whole():
+    # blocks:2 along the input axis: column 0 blocks sum 1.0, 0.3; column 1: 0.2, 2.0
+    w = np.array([[0.5, 0.1], [0.5, 0.1], [0.1, 1.0], [0.2, 1.0]], np.float32)
+    pruned = sniptf.prune(_dense(w), None, kappa=0.5, criterion="magnitude", structure="blocks:2")
+    np.testing.assert_array_equal(pruned.get_layer("fc").masks["kernel"].numpy(), [[1, 0], [1, 0], [0, 1], [0, 1]])
+
+
+@pytest.mark.parametrize("spelling,kappa", [("2:4", None), ("1:4", 0.25), ("blocks:4", 0.1), ("channels", 0.3)])
+@pytest.mark.parametrize("name", ["lenet_300_100", "lenet5_caffe", "vgg_like", "resnet8", "lstm_s"])
+def test_pattern_holds_exactly_on_every_kernel_of_the_zoo(name, spelling, kappa):
+    shape = (28, 28, 1) if name.startswith("lenet") or name == "lstm_s" else (32, 32, 3)
+    if name == "lstm_s":
+        shape = (28, 28)
+    keras.utils.set_random_seed(0)
+    model = sniptf.models.get(name, shape, 10)
+    x, y = _data(shape)
+    pruned = sniptf.prune(model, (x, y), kappa=kappa, structure=spelling)
+    assert all(_holds(pruned, spelling).values())
+    report = sniptf.sparsity(pruned)
+    assert report.structure == spelling and report.broken == ()
+    if spelling.count(":") == 1 and not spelling.startswith("blocks"):
+        n, m = map(int, spelling.split(":"))
+        unpadded = [c for c in report.weights if c.name not in report.padded]
+        assert all(c.kept * m == c.total * n for c in unpadded)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", ["MobileNetV2", "ResNet50"])
+@pytest.mark.parametrize("spelling,kappa", [("2:4", None), ("blocks:4", 0.1), ("channels", 0.5)])
+def test_pattern_holds_on_keras_applications(app, spelling, kappa):
+    kwargs = {"alpha": 0.35} if app == "MobileNetV2" else {}
+    model = getattr(keras.applications, app)(weights=None, input_shape=(32, 32, 3), classes=10,
+                                             classifier_activation=None, **kwargs)
+    x, y = _data((32, 32, 3), n=2)
+    pruned = sniptf.prune(model, (x * 255, y), kappa=kappa, criterion="magnitude", structure=spelling)
+    holds = _holds(pruned, spelling)
+    assert len(holds) > 20 and all(holds.values())
+    if spelling == "channels":
+        out = sniptf.compact(pruned)
+        np.testing.assert_allclose(out(x * 255).numpy(), sniptf.strip(pruned)(x * 255).numpy(), rtol=1e-4, atol=1e-4)
+        assert out.count_params() < model.count_params()
+
+
+@pytest.mark.parametrize("criterion", ["snip", "magnitude", "random", "grasp", "synflow", "force"])
+def test_every_criterion_takes_a_structure(criterion):
+    keras.utils.set_random_seed(0)
+    model = sniptf.models.get("lenet_300_100", (28, 28, 1), 10)
+    x, y = _data()
+    for spelling, kappa in (("2:4", None), ("blocks:4", 0.2)):
+        pruned = sniptf.prune(model, (x, y), kappa=kappa, criterion=criterion, structure=spelling)
+        assert all(_holds(pruned, spelling).values()), spelling
+        total = int(sum(np.prod(e.mask.shape) for e in transform.masked_entries(pruned)))
+        # LeNet-300-100's input sizes (784, 300, 100) are multiples of 4: no short group
+        expected = total // 2 if kappa is None else 4 * round(round(kappa * total) / 4)
+        assert sum(_kept(pruned).values()) == expected, spelling
+
+
+def test_channels_keep_whole_units_never_the_output_layer_and_compact_exactly():
+    keras.utils.set_random_seed(0)
+    model = sniptf.models.get("lenet5_caffe", (28, 28, 1), 10)
+    x, y = _data()
+    pruned = sniptf.prune(model, (x, y), kappa=0.25, structure="channels")
+    masks = {e.key: e.mask.numpy() for e in transform.masked_entries(pruned)}
+    assert masks["fc2/kernel"].all() and masks["fc2/bias"].all()  # the output layer
+    for layer in ("conv1", "conv2", "fc1"):
+        units = masks[f"{layer}/kernel"].reshape(-1, masks[f"{layer}/bias"].size)
+        np.testing.assert_array_equal(units.all(axis=0), masks[f"{layer}/bias"])  # bias goes with its unit
+        assert np.all(units.all(axis=0) | ~units.any(axis=0))
+    compacted = sniptf.compact(pruned)
+    np.testing.assert_allclose(compacted(x).numpy(), sniptf.strip(pruned)(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert compacted.count_params() <= 0.4 * model.count_params()
+
+
+def test_channels_min_kept_counts_units_and_layerwise_keeps_each_layers_fraction():
+    keras.utils.set_random_seed(0)
+    model = sniptf.models.get("lenet_300_100", (28, 28, 1), 10)
+    x, y = _data()
+    guarded = sniptf.prune(model, (x, y), kappa=0.02, structure="channels", min_kept_per_layer=7)
+    units = {k: int(m.sum()) for k, m in ((e.key, e.mask.numpy()) for e in transform.masked_entries(guarded))
+             if k.endswith("bias")}
+    assert units["fc3/bias"] == 10 and units["fc1/bias"] >= 7 and units["fc2/bias"] >= 7
+    layerwise = sniptf.prune(model, (x, y), kappa=0.5, structure="channels", scope="layerwise")
+    units = {e.key: int(e.mask.numpy().sum()) for e in transform.masked_entries(layerwise) if e.key.endswith("bias")}
+    assert units == {"fc1/bias": 150, "fc2/bias": 50, "fc3/bias": 10}
+
+
+@pytest.mark.parametrize("spelling,kappa,match", [
+    ("3:2", None, r"0 < N < M.*structure='3:2'"),
+    ("0:4", None, r"0 < N < M.*structure='0:4'"),
+    ("blocks:0", 0.1, r"K >= 2.*structure='blocks:0'"),
+    ("blocks:1", 0.1, r"K >= 2.*structure='blocks:1'"),
+    ("rows", 0.1, r"structure='rows'"),
+    (4, 0.1, r"structure=4"),
+    ("2:4", 0.3, r"kappa must be None or 2/4.*kappa=0.3 with structure='2:4'"),
+    ("2:4", 0.05, r"kappa=0.05 with structure='2:4'"),
+    ("blocks:4", None, r"kappa=None is for an N:M.*structure='blocks:4'"),
+])
+def test_bad_structures_are_refused_and_change_nothing(spelling, kappa, match):
+    keras.utils.set_random_seed(0)
+    model = sniptf.models.get("lenet_300_100", (28, 28, 1), 10)
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(ValueError, match=match):
+        sniptf.prune(model, _data(), kappa=kappa, structure=spelling)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights))
+
+
+def test_erk_scope_is_refused_with_a_structure():
+    model = sniptf.models.get("lenet_300_100", (28, 28, 1), 10)
+    with pytest.raises(ValueError, match=r"scope='erk'.*structure='blocks:4'"):
+        sniptf.prune(model, _data(), kappa=0.1, scope="erk", structure="blocks:4")
+
+
+@pytest.mark.parametrize("spelling,kappa", [("2:4", None), ("blocks:4", 0.1), ("channels", 0.3)])
+def test_keras_round_trip_keeps_the_structure(spelling, kappa, tmp_path):
+    keras.utils.set_random_seed(0)
+    pruned = sniptf.prune(sniptf.models.get("lenet5_caffe", (28, 28, 1), 10), _data(), kappa=kappa,
+                          structure=spelling)
+    pruned.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    report = sniptf.sparsity(loaded)
+    assert report.structure == spelling and report.broken == () and all(_holds(loaded, spelling).values())
+    assert _kept(loaded) == _kept(pruned)
+
+
+def test_report_says_when_a_mask_lost_its_structure():
+    keras.utils.set_random_seed(0)
+    pruned = sniptf.prune(sniptf.models.get("lenet_300_100", (28, 28, 1), 10), _data(), kappa=None,
+                          structure="2:4")
+    shuffled = sniptf.sanity.shuffle_within_layers(pruned, seed=0)
+    report = sniptf.sparsity(shuffled)
+    assert report.structure == "2:4" and set(report.broken) == {"fc1/kernel", "fc2/kernel", "fc3/kernel"}
+    assert "does not hold on fc1/kernel" in str(report)
