@@ -6,6 +6,7 @@ import numpy as np
 
 from sniptf import selection
 from sniptf import settings
+from sniptf import structure as structure_lib
 from sniptf import transform
 
 PRUNING_SCOPES = ("layerwise", "global")
@@ -17,12 +18,21 @@ def check_scope(scope, name="scope"):
     return settings.check_choice(name, scope, PRUNING_SCOPES)
 
 
-def magnitude_masks(entries, sparsity, *, scope="global"):
+def magnitude_masks(entries, sparsity, *, scope="global", structure="unstructured", model=None):
     """The masks that prune the smallest-|w| kept weights of `entries` until exactly
     round(sparsity * N) of the N masked weights are pruned (N over all of them with
     `scope="global"`, per tensor with `"layerwise"`). Masks only shrink: a tensor (or
     model) already that sparse keeps its mask. Ties: the lowest index (in the order of
-    `entries`) is kept."""
+    `entries`) is kept.
+
+    With a `structure` (`sniptf/structure.py`; `model`: the model, for "channels" to
+    find its output layer) the kept weights' |w| score the groups: N:M keeps the N
+    largest of every M (whatever `sparsity`: the caller checks it is 1 - N/M), blocks
+    and channels prune whole groups until about `sparsity` (whole groups; channels
+    counts the weights of Dense, Conv and Embedding layers)."""
+    shape = structure_lib.parse(structure)
+    if shape.structured:
+        return _structured(entries, sparsity, scope, shape, model)
     masks = [transform.mask_bits(e) for e in entries]
     groups = [range(len(entries))] if scope == "global" else [[i] for i in range(len(entries))]
     new = list(masks)
@@ -40,6 +50,18 @@ def magnitude_masks(entries, sparsity, *, scope="global"):
             new[i] = chosen[start:start + masks[i].size].reshape(masks[i].shape)
             start += masks[i].size
     return new
+
+
+def _structured(entries, sparsity, scope, shape, model):
+    masks = {e.key: transform.mask_bits(e) for e in entries}
+    counted = structure_lib.unit_entries(entries) if shape.kind == "channels" else entries
+    total = sum(masks[e.key].size for e in counted)
+    keep = max(total - int(round(sparsity * total)), 1)
+    if shape.kind != "nm" and keep >= sum(int(np.count_nonzero(masks[e.key])) for e in counted):
+        return [masks[e.key] for e in entries]
+    scores = {e.key: (lambda e=e: np.abs(e.weight.numpy()) * masks[e.key]) for e in entries}
+    new = shape.select(entries, scores, keep, scope=scope, seed=0, min_kept_per_layer=0, model=model)
+    return [new[e.key] & masks[e.key] for e in entries]
 
 
 def prune_to(model, sparsity, *, scope="global"):

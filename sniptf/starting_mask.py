@@ -12,6 +12,7 @@ import os
 from sniptf import criteria
 from sniptf import sanity as sanity_lib
 from sniptf import selection
+from sniptf import structure
 from sniptf.during_training import rewinding
 from sniptf.effective_sparsity_report import effective_sparsity
 from sniptf.pruning import prune
@@ -39,6 +40,9 @@ class StartSettings:
                              "pruning, one round).", choices=criterion_names)
     scope: str = setting("global", "Selection: global ranking, the same fraction per layer, or ERK budgets.",
                          choices=selection.SCOPES)
+    structure: str = setting("unstructured", "Which weights are kept or removed together: unstructured, "
+                                             "N:M (e.g. 2:4, with --kappa=N/M), blocks:K (e.g. blocks:4) or "
+                                             "channels; --during_training=gmp prunes with it too.")
     min_kept_per_layer: int = setting(0, "Collapse guard: weights every layer keeps at least.", lower_bound=0)
     score_batches: int = setting(1, "Batches the criterion scores on (gradients summed).", lower_bound=1)
     isometry_steps: int = setting(0, "Approximate isometry on the pruned kernels for this many steps "
@@ -67,10 +71,15 @@ def check(config):
                              f"Received: {name}=True with criterion={config.criterion!r}")
     if at_init:
         criteria.get_criterion(config.criterion)
+    shape = structure.parse(config.structure)
     if config.criterion != NO_PRUNING:
-        selection.check_kappa(config.kappa)
+        shape.check_kappa(config.kappa)
+    if shape.structured and (config.criterion == IMP or config.sanity == "shuffle"):
+        what = f"criterion={config.criterion!r}" if config.criterion == IMP else f"sanity={config.sanity!r}"
+        raise ValueError(f"{what} chooses single weights and would break structure={config.structure!r}. "
+                         f"Received: {what} with structure={config.structure!r}")
     _check_rewind_from(config)
-    selection.check_scope(config.scope)
+    shape.check_scope(config.scope)
     selection.check_min_kept(config.min_kept_per_layer)
     if config.sanity not in SANITY_CHECKS:
         raise ValueError(f"Expected sanity to be one of {SANITY_CHECKS}. Received: sanity={config.sanity!r}")
@@ -130,7 +139,7 @@ def start(config, dense, score_data, *, masks_change):
     else:
         model = prune(dense, score_data, kappa=config.kappa, criterion=config.criterion, seed=config.seed,
                       scope=config.scope, min_kept_per_layer=config.min_kept_per_layer,
-                      num_batches=config.score_batches, invert=config.sanity == "invert",
+                      structure=config.structure, num_batches=config.score_batches, invert=config.sanity == "invert",
                       include_biases=config.include_biases, reinitialize=config.reinitialize,
                       isometry={"steps": config.isometry_steps} if config.isometry_steps else False)
     if config.sanity == "shuffle":  # check refused a sanity check without a mask

@@ -221,6 +221,8 @@ def _metrics(plan, strategy, dense, model, best, best_model, backup, divergence,
         # the method's settings and every update it made in this attempt (survival, loss)
         "mask_updates": during[0].record() if during else None,
         "final_sparsity": sparsity(model).sparsity if transform.masked_entries(model) else 0.0,
+        # masked weights whose final mask lost --structure's pattern (none, unless something broke it)
+        "structure_broken": list(sparsity(model).broken) if transform.masked_entries(model) else [],
     }
 
 

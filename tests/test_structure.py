@@ -176,3 +176,72 @@ def test_report_says_when_a_mask_lost_its_structure():
     report = sniptf.sparsity(shuffled)
     assert report.structure == "2:4" and set(report.broken) == {"fc1/kernel", "fc2/kernel", "fc3/kernel"}
     assert "does not hold on fc1/kernel" in str(report)
+
+
+def _wrapped_lenet(include_biases=False):
+    keras.utils.set_random_seed(0)
+    model = sniptf.wrap(sniptf.models.get("lenet_300_100", (28, 28, 1), 10), include_biases=include_biases)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.mark.parametrize("spelling,final", [("blocks:4", 0.8), ("2:4", 0.5), ("channels", 0.7)])
+def test_gradual_pruning_keeps_the_structure_at_every_update(spelling, final):
+    model = _wrapped_lenet(include_biases=spelling == "channels")
+    x, y = _data(n=64)
+    seen = []
+
+    class Check(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(all(_holds(model, spelling).values()))
+
+    gmp = sniptf.GradualPruning(final, 0, 12, frequency=4, structure=spelling)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[gmp, Check()])  # 16 steps
+    steps = [u["step"] for u in gmp.updates]
+    assert 12 in steps and set(steps) <= {0, 4, 8, 12}
+    if spelling == "2:4":  # N:M of |w| at the first update; the later ones keep it
+        assert gmp.updates[0]["changed"] > 0 and all(u["changed"] == 0 for u in gmp.updates[1:])
+    assert all(seen) and sniptf.sparsity(model).structure == spelling and sniptf.sparsity(model).broken == ()
+    report = sniptf.sparsity(model)
+    if spelling == "channels":
+        masks = {e.key: e.mask.numpy() for e in transform.masked_entries(model)}
+        assert masks["fc3/kernel"].all()  # the output layer's units stay
+        kept = sum(int(masks[k].sum()) for k in masks)
+        assert abs(kept / report.total.total - (1 - final)) < 0.01  # whole units: about the schedule's
+        compacted = sniptf.compact(model)
+        np.testing.assert_allclose(compacted(x).numpy(), sniptf.strip(model)(x).numpy(), rtol=1e-5, atol=1e-5)
+    else:
+        assert report.sparsity == pytest.approx(final, abs=1e-9)  # 784, 300, 100: whole groups exactly
+
+
+def test_gradual_pruning_refuses_an_n_m_schedule_that_is_not_one_minus_n_over_m():
+    with pytest.raises(ValueError, match=r"final_sparsity must be 0.5.*final_sparsity=0.9 with structure='2:4'"):
+        sniptf.GradualPruning(0.9, 0, 10, structure="2:4")
+    with pytest.raises(ValueError, match=r"structure='rows'"):
+        sniptf.GradualPruning(0.9, 0, 10, structure="rows")
+
+
+def test_train_flag_structure_for_the_starting_mask_and_gmp(tmp_path):
+    from conftest import load_script, run_main
+    from absl import app
+    train = load_script("train")
+    tiny = ["--model=lenet_300_100", "--dataset=mnist10k", "--train_steps=12", "--eval_every=12",
+            "--batch_size=32", "--learning_rate=0.05", "--seed=3"]
+    import json
+    for name, extra in {"nm": ["--structure=2:4", "--kappa=0.5"],
+                        "gmp": ["--criterion=none", "--during_training=gmp", "--structure=blocks:4",
+                                "--gradual_pruning_final_sparsity=0.9", "--gradual_pruning_frequency=4",
+                                "--gradual_pruning_end_step=8"]}.items():
+        run_main(train, ["train", *tiny, *extra, f"--output_dir={tmp_path / name}"])
+        metrics = json.load(open(tmp_path / name / "metrics.json"))
+        assert metrics["structure"] == extra[0 if name == "nm" else 2].split("=")[1]
+        assert metrics["structure_broken"] == []
+        assert metrics["final_sparsity"] == pytest.approx(0.5 if name == "nm" else 0.9, abs=1e-9)
+    for extra, match in ((["--structure=2:4"], r"--kappa=0.05 with --structure='2:4'"),
+                         (["--structure=blocks:4", "--during_training=set"],
+                          r"--during_training='set' with --structure='blocks:4'"),
+                         (["--structure=channels", "--sanity=shuffle"], r"--sanity='shuffle' with --structure='channels'")):
+        with pytest.raises(app.UsageError, match=match):
+            run_main(train, ["train", *tiny, *extra, f"--output_dir={tmp_path / 'bad'}"])
+    assert not (tmp_path / "bad").exists()

@@ -539,7 +539,8 @@ def test_train_flags_for_masks_that_change_during_training(tmp_path):
     gmp, _ = found["gmp"]
     assert gmp["mask_updates"]["method"] == "gmp" and gmp["during_training"] == "gmp"
     assert gmp["mask_updates"]["settings"] == {"final_sparsity": 0.9, "initial_sparsity": 0.0, "begin_step": 4,
-                                               "end_step": 16, "frequency": 4, "power": 3, "scope": "layerwise"}
+                                               "end_step": 16, "frequency": 4, "power": 3, "scope": "layerwise",
+                                               "structure": "unstructured"}
     assert [u["step"] for u in gmp["mask_updates"]["updates"]] == [4, 8, 12, 16]
     assert gmp["gradual_pruning_begin_step"] == 4  # the config as given, field by field
     assert gmp["final_sparsity"] == pytest.approx(0.9, abs=1e-6) and gmp["criterion"] == "none"

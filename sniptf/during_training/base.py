@@ -49,6 +49,7 @@ class MaskUpdater(keras.callbacks.Callback):
     name = ""
     Settings = None
     needs_dense_gradient = False
+    takes_structure = False  # keeps a structured mask's pattern (TrainConfig.structure)
     zero_pruned_at_start = True
 
     def __init__(self):

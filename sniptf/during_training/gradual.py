@@ -25,6 +25,7 @@ import dataclasses
 
 from sniptf import magnitude
 from sniptf import settings
+from sniptf import structure as structure_lib
 from sniptf import transform
 from sniptf.during_training.base import MaskUpdater
 from sniptf.settings import setting
@@ -62,6 +63,7 @@ class GradualPruningSettings:
     gradual_pruning_scope: str = setting("layerwise", "gmp: each layer to the schedule's sparsity "
                                          "(Zhu & Gupta, TF-MOT) or one global threshold.",
                                          choices=magnitude.PRUNING_SCOPES)
+    # its structure is --structure (StartSettings), the one the starting mask takes
 
 
 class GradualPruning(MaskUpdater):
@@ -76,6 +78,13 @@ class GradualPruning(MaskUpdater):
         power: the polynomial's exponent (3: Zhu & Gupta).
         scope: `"layerwise"` (each tensor to the same sparsity: Zhu & Gupta's
             and TF-MOT's) or `"global"` (one threshold over all masked weights).
+        structure: what is pruned together (`sniptf/structure.py`), scored by the
+            kept weights' |w|: `"blocks:K"` (TF-MOT's `block_size` (1, K), blocks
+            by their summed |w|) and `"channels"` (whole units by their mean |w|;
+            mask biases, `sniptf.wrap(model, include_biases=True)`, for a unit's
+            bias to go with it) prune whole groups to the schedule's sparsity;
+            `"N:M"` (TF-MOT's `sparsity_m_by_n`) makes every mask N:M of |w| at
+            the first update and needs `final_sparsity` = 1 − N/M.
 
     Example:
 
@@ -88,9 +97,10 @@ class GradualPruning(MaskUpdater):
 
     name = "gmp"
     Settings = GradualPruningSettings
+    takes_structure = True
 
     def __init__(self, final_sparsity, begin_step, end_step, *, initial_sparsity=0.0, frequency=100,
-                 power=3, scope="layerwise"):
+                 power=3, scope="layerwise", structure="unstructured"):
         super().__init__()
         self.final_sparsity = settings.check_fraction("final_sparsity", final_sparsity, high_open=True)
         self.initial_sparsity = settings.check_fraction("initial_sparsity", initial_sparsity, high_open=True)
@@ -103,6 +113,12 @@ class GradualPruning(MaskUpdater):
             raise settings.BadSetting("power", power, "a number > 0")
         self.power = power
         self.scope = magnitude.check_scope(scope)
+        self.structure = structure_lib.parse(structure)
+        if self.structure.kind == "nm" and abs(self.final_sparsity - (1 - self.structure.n / self.structure.m)) > 1e-9:
+            raise ValueError(f"structure={str(self.structure)!r} keeps {self.structure.n} of every "
+                             f"{self.structure.m} weights: final_sparsity must be "
+                             f"{1 - self.structure.n / self.structure.m:g}. Received: "
+                             f"final_sparsity={final_sparsity!r} with structure={str(self.structure)!r}")
 
     @classmethod
     def from_config(cls, config):
@@ -112,14 +128,15 @@ class GradualPruning(MaskUpdater):
             return cls(config.gradual_pruning_final_sparsity, config.gradual_pruning_begin_step,
                        config.gradual_pruning_end_step or config.train_steps,
                        initial_sparsity=config.gradual_pruning_initial_sparsity,
-                       frequency=config.gradual_pruning_frequency, scope=config.gradual_pruning_scope)
+                       frequency=config.gradual_pruning_frequency, scope=config.gradual_pruning_scope,
+                       structure=config.structure)
         except settings.BadSetting as e:
             raise e.renamed(names) from None
 
     def settings_record(self):
         return {"final_sparsity": self.final_sparsity, "initial_sparsity": self.initial_sparsity,
                 "begin_step": self.begin_step, "end_step": self.end_step, "frequency": self.frequency,
-                "power": self.power, "scope": self.scope}
+                "power": self.power, "scope": self.scope, "structure": str(self.structure)}
 
     def target(self, step):
         """The schedule's sparsity at `step`."""
@@ -147,8 +164,14 @@ class GradualPruning(MaskUpdater):
 
     def _changes(self, step):
         """Whether the update at `step` would change a mask (not when already that sparse)."""
-        new = magnitude.magnitude_masks(self.entries, self.target(step), scope=self.scope)
+        new = self.new_masks(step, None)
         return any((n != transform.mask_bits(e)).any() for n, e in zip(new, self.entries))
 
+    def update(self, step, logs=None):
+        super().update(step, logs)
+        if self.structure.structured:  # the masks have it now (the report checks it holds)
+            transform.set_structure(self.model, str(self.structure))
+
     def new_masks(self, step, masks):
-        return magnitude.magnitude_masks(self.entries, self.target(step), scope=self.scope)
+        return magnitude.magnitude_masks(self.entries, self.target(step), scope=self.scope,
+                                         structure=self.structure, model=self.model)

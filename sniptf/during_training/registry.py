@@ -44,4 +44,9 @@ def callbacks_for(config):
                 users = [n for n, m in METHODS.items() if m.Settings is cls]
                 raise ValueError(f"{field.name} is a setting of during_training={' or '.join(map(repr, users))}. "
                                  f"Received: {field.name}={value!r} with during_training={name!r}")
+    if name and not METHODS[name].takes_structure and config.structure != "unstructured":
+        raise ValueError(f"during_training={name!r} changes single connections and would break "
+                         f"structure={config.structure!r}; use during_training='gmp' or "
+                         f"structure='unstructured'. Received: during_training={name!r} with "
+                         f"structure={config.structure!r}")
     return [METHODS[name].from_config(config)] if name else []
