@@ -136,7 +136,8 @@ def effective_sparsity(model):
         An `EffectiveSparsityReport`: `.weights`, `.layers`, `.total` as in
         `sniptf.sparsity` but counting effective weights; `.nominal` (the
         `sniptf.sparsity` report), `.dead_units` (per layer with units: constant,
-        unused, dead, total) and `.whole` (layers taken whole, with why).
+        unused, dead, total), `.whole` (layers taken whole, with why) and the
+        masks' `.structure` (with `.broken`, `.padded`) as `sniptf.sparsity`.
 
     Raises:
         ValueError: a subclassed model (no layer graph), or no prunable layer.
@@ -303,5 +304,5 @@ def _report(nominal, effective, dead, whole):
         per_layer[layer] = (a + c.kept, b + c.total)
     layers = tuple(sparsity_report.Count(n, a, b) for n, (a, b) in per_layer.items())
     total = sparsity_report.Count("total", sum(c.kept for c in weights), sum(c.total for c in weights))
-    return EffectiveSparsityReport(tuple(weights), layers, total, nominal.uncovered, nominal=nominal,
-                                   dead_units=dead, whole=whole)
+    return EffectiveSparsityReport(tuple(weights), layers, total, nominal.uncovered, nominal.structure,
+                                   nominal.broken, nominal.padded, nominal=nominal, dead_units=dead, whole=whole)

@@ -354,10 +354,10 @@ class MaskedModel(keras.Model):
         mask_biases: also mask biases.
     """
 
-    def __init__(self, model, mask_biases=False, **kwargs):
+    def __init__(self, model, mask_biases=False, structure="unstructured", **kwargs):
         kwargs.setdefault("name", model.name)
         super().__init__(**kwargs)
-        self.masked = MaskedLayer(model, mask_biases=mask_biases)
+        self.masked = MaskedLayer(model, mask_biases=mask_biases, structure=structure)
 
     @property
     def model(self):
@@ -373,6 +373,8 @@ class MaskedModel(keras.Model):
         config = super().get_config()
         config.update({"mask_biases": self.masked.mask_biases,
                        "model": keras.saving.serialize_keras_object(self.model)})
+        if self.masked.structure != "unstructured":
+            config["structure"] = self.masked.structure
         return config
 
     @classmethod

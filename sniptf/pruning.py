@@ -101,6 +101,7 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
         raise TypeError(f"Expected `isometry` to be a bool or a dict of approximate_isometry "
                         f"arguments. Received: isometry={isometry!r}")
     # "channels" removes a unit's bias with its kernel column: biases are masked for it
+    shape.check_model(model)
     pruned = transform.wrap(model, include_biases=include_biases or shape.kind == "channels")
     if not pruned.built:
         x, _, _ = next(iter(scoring_batches.batches(dataset, 1, batch_size)), (None, None, None))

@@ -122,6 +122,14 @@ class Structure:
             out[e.key] = np.repeat(chosen, k, axis=0)[:rows].reshape(e.mask.shape)
         return out
 
+    def check_model(self, model):
+        """`"channels"` finds the output layer in the layer graph: a subclassed model is refused."""
+        if self.kind == "channels" and not _keras_compat.has_layer_graph(model):
+            raise ValueError(f"structure='channels' never removes the output layer's units, which it finds "
+                             f"in the layer graph; model '{model.name}' is subclassed and has none. Build it "
+                             f"as a Functional or Sequential model, or use 'N:M' or 'blocks:K'. "
+                             f"Received: structure='channels' with a subclassed model")
+
     def _channels(self, entries, get, count, scope, seed, min_kept, model):
         units = unit_entries(entries)
         fixed = output_layers(model) if model is not None else set()

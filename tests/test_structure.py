@@ -245,3 +245,48 @@ def test_train_flag_structure_for_the_starting_mask_and_gmp(tmp_path):
         with pytest.raises(app.UsageError, match=match):
             run_main(train, ["train", *tiny, *extra, f"--output_dir={tmp_path / 'bad'}"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_effective_sparsity_reports_the_structure_and_channels_leave_no_dead_weight():
+    keras.utils.set_random_seed(0)
+    pruned = sniptf.prune(sniptf.models.get("lenet_300_100", (28, 28, 1), 10), _data(), kappa=0.3,
+                          structure="channels")
+    report = sniptf.effective_sparsity(pruned)
+    assert report.structure == "channels" and report.broken == () and report.to_dict()["structure"] == "channels"
+    # a removed unit takes its kernel column; the next layer's rows from it are dead, not removed
+    assert report.kept < report.nominal.kept
+
+
+def test_tflite_encodes_blocks_as_blocks_and_unstructured_as_densified(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = sniptf.models.get("lenet_300_100", (28, 28, 1), 10)
+    layouts = {}
+    for spelling in ("blocks:4", "unstructured"):
+        pruned = sniptf.prune(model, _data(), kappa=0.1, criterion="magnitude", structure=spelling)
+        info = sniptf.export(pruned, str(tmp_path / f"{spelling[:6]}.tflite"), format="tflite").export_info
+        assert info["sparsity"] == "encoded" and info["max_abs_error"] < 1e-4
+        layouts[spelling] = [v for k, v in info["sparse_tensors"].items() if "fc1" in k or "fc2" in k]
+    assert layouts["blocks:4"] == ["blocks 1x4", "blocks 1x4"]
+    assert layouts["unstructured"] == ["unstructured (densified at load)"] * 2
+
+
+@keras.saving.register_keras_serializable("sniptf_test_structure")
+class StructNet(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.out = L.Dense(16, activation="relu"), L.Dense(4)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_a_subclassed_model_keeps_n_m_through_keras_files_and_refuses_channels(tmp_path):
+    x = np.random.default_rng(0).random((8, 12), dtype=np.float32)
+    y = np.arange(8) % 4
+    pruned = sniptf.prune(StructNet(), (x, y), kappa=None, structure="2:4")
+    assert isinstance(pruned, sniptf.MaskedModel) and all(_holds(pruned, "2:4").values())
+    pruned.save(tmp_path / "net.keras")
+    loaded = keras.models.load_model(tmp_path / "net.keras")
+    assert sniptf.sparsity(loaded).structure == "2:4" and sniptf.sparsity(loaded).broken == ()
+    with pytest.raises(ValueError, match=r"subclassed.*structure='channels'"):
+        sniptf.prune(StructNet(), (x, y), kappa=0.5, structure="channels")

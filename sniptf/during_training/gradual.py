@@ -154,6 +154,7 @@ class GradualPruning(MaskUpdater):
         return latest if latest is not None and latest > after else None
 
     def begin(self, step):
+        self.structure.check_model(self.model)
         # a fit that starts past update steps this callback never saw (a model trained
         # without it, or begin_step=0: the update "after step 0") applies the latest one
         # first; a model that has applied it (a resumed schedule) is left as it is

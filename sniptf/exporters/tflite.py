@@ -119,5 +119,23 @@ def write(plain, directory, *, batch_size_hint, quantize):
     with open(target, "wb") as f:
         f.write(flatbuffer)
     return target, {"bytes": len(flatbuffer), "max_abs_error": error, "quantize": quantize,
-                    "sparsity": sparsity}
+                    "sparsity": sparsity, "sparse_tensors": sparse_tensors(flatbuffer)}
+
+
+def sparse_tensors(flatbuffer):
+    """How the flatbuffer stores each sparse weight: `{tensor name: layout}`, the layout
+    `"blocks 1xK"` (TensorFlow Lite's block-sparse FullyConnected reads it as it is:
+    `sniptf.prune(..., structure="blocks:K")`) or `"unstructured (densified at load)"`
+    (a DENSIFY op rebuilds the dense weight before the first call: smaller file, no
+    faster op)."""
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    found = {}
+    for d in interpreter.get_tensor_details():
+        params = d.get("sparsity_parameters") or {}
+        if not params:
+            continue
+        block = [m.get("dense_size") for m in params.get("dim_metadata", [])[len(d["shape"]):]]
+        found[d["name"]] = (f"blocks 1x{block[-1]}" if len(params.get("block_map", [])) and block
+                            else "unstructured (densified at load)")
+    return found
 
