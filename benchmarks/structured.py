@@ -114,7 +114,8 @@ def measure(name, batches, repeats, work):
     for batch_size in batches:
         batch = rng.random((batch_size,) + shape, dtype=np.float32)
         runners = {k: (_tf_runner(m, batch), tflite_runner(infos[k]["path"], batch)) for k, m in models.items()}
-        print(f"  batch {batch_size}: time / dense on the same runtime (median of {repeats} pairs; ms variant vs dense)")
+        print(f"  batch {batch_size}: time / dense on the same runtime "
+              f"(median of {repeats} pairs; ms variant vs dense)")
         for k in VARIANTS:
             cells = []
             for i, runtime in enumerate(("TF", "TFLite")):

@@ -181,8 +181,11 @@ def test_mask_writes_follow_a_recompiled_optimizer():
     # the traced writer of a mask change holds the optimizer's slots: a new optimizer gets its own
     x, y = _data(64)
     model = _compiled(transform.wrap(_mlp()))
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[sniptf.GradualPruning(0.5, 0, 4, frequency=2)])
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[sniptf.GradualPruning(0.8, 0, 6, initial_sparsity=0.5, frequency=2)])
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0,
+              callbacks=[sniptf.GradualPruning(0.5, 0, 4, frequency=2)])
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0,
+              callbacks=[sniptf.GradualPruning(0.8, 0, 6, initial_sparsity=0.5, frequency=2)])
     _pruned_are_zero(model)  # the new optimizer's momentum of every weight pruned after the recompile is 0
     assert sniptf.sparsity(model).sparsity > 0.79

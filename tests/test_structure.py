@@ -241,7 +241,8 @@ def test_train_flag_structure_for_the_starting_mask_and_gmp(tmp_path):
     for extra, match in ((["--structure=2:4"], r"--kappa=0.05 with --structure='2:4'"),
                          (["--structure=blocks:4", "--during_training=set"],
                           r"--during_training='set' with --structure='blocks:4'"),
-                         (["--structure=channels", "--sanity=shuffle"], r"--sanity='shuffle' with --structure='channels'")):
+                         (["--structure=channels", "--sanity=shuffle"],
+                          r"--sanity='shuffle' with --structure='channels'")):
         with pytest.raises(app.UsageError, match=match):
             run_main(train, ["train", *tiny, *extra, f"--output_dir={tmp_path / 'bad'}"])
     assert not (tmp_path / "bad").exists()
