@@ -7,10 +7,14 @@ mask) on LeNet-300-100 (batch 100) and a 784-4096-4096-10 MLP (batch 256), each
 updating every 100 steps, prints:
 1. one mask update's wall time (the callback's `update`, timed inside `fit`) ÷ one
    training step of the same model without updates;
-2. a window of 100 training steps that holds one update ÷ 100 steps without (one
-   `fit` with the method, one without, on the same model and data; the first window
-   of each, which traces the step, is left out): the per-epoch overhead at ΔT = 100.
-Medians over `--repeats` windows (and the updates made in them). Random data of the
+2. a window of 100 training steps that holds one update ÷ the window before it, which
+   does not (one `fit`: the method's update is skipped at the end of every other
+   window; the first window, which traces the step, is left out): the per-epoch
+   overhead at ΔT = 100. Both windows run the callback's per-step check (and, for
+   RigL, the dense-gradient hook's write at every 100th step), so that per-step cost
+   is in both and not in the ratio.
+Medians over `--repeats` pairs (and the updates made in them); "step" is the median
+window without an update ÷ 100. Random data of the
 nets' input shape (timing only), SGD with momentum 0.9, Keras's default compilation.
 Goal (issue 38): an update <= 2 training steps, <= 5% per epoch at ΔT = 100.
 """
@@ -29,7 +33,7 @@ from absl import flags  # noqa: E402
 import sniptf  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("repeats", 5, "Windows of 100 steps timed per variant (and updates in them).", lower_bound=1)
+flags.DEFINE_integer("repeats", 5, "Pairs of 100-step windows (one with an update) per variant.", lower_bound=1)
 flags.DEFINE_list("nets", ["lenet_300_100", "mlp4096"], "Nets: lenet_300_100, mlp4096.")
 flags.DEFINE_list("methods", ["gmp", "set", "rigl"], "Methods: gmp, set, rigl.")
 
@@ -69,12 +73,6 @@ class _Clock(keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
-def _windows(clock, windows):
-    """Wall time of each 100-step window but the first (which traces the step)."""
-    t = clock.times
-    return [t[(k + 1) * EVERY] - t[k * EVERY] for k in range(1, windows + 1)]
-
-
 def _model(net, method, batch):
     dense = _net(net)
     if method == "gmp":
@@ -91,35 +89,42 @@ def _model(net, method, batch):
 
 
 def measure(net, method, repeats):
-    """(update / step, window with an update / window without, their parts)."""
+    """(update / step, window with an update / window without, their parts), in one `fit`:
+    the method's update is made at the end of every other 100-step window (the others skip
+    it), so each window with an update is paired with the one before it, side by side."""
     batch = BATCH[net]
     data = _data(batch)
-    steps = EVERY * (repeats + 1)
+    windows = 2 * repeats + 1  # the first traces the step and is left out
     model, callback = _model(net, method, batch)
     durations = []
     update = callback.update
 
-    def timed(step, logs=None):
+    def every_other(step, logs=None):
+        if (step // EVERY) % 2 == 0:
+            return  # a window without its update: the pair's baseline
         start = time.perf_counter()
         update(step, logs)
         durations.append(time.perf_counter() - start)
 
-    callback.update = timed
-    plain, with_updates = _Clock(), _Clock()
-    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[plain])
-    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[callback, with_updates])
-    step = float(np.median(_windows(plain, repeats))) / EVERY
-    window_plain = float(np.median(_windows(plain, repeats)))
-    window_updates = float(np.median(_windows(with_updates, repeats)))
+    callback.update = every_other
+    clock = _Clock()
+    model.fit(data, steps_per_epoch=EVERY * windows, epochs=1, verbose=0, callbacks=[callback, clock])
+    t = clock.times
+    window = [t[(k + 1) * EVERY] - t[k * EVERY] for k in range(windows)]  # window k ends at step 100(k+1)
+    # window k (0-based) holds an update when (k + 1) is odd: pairs (without, with) = (k, k + 1), k odd
+    pairs = [(window[k], window[k + 1]) for k in range(1, windows - 1, 2)]
+    plain = [a for a, _ in pairs]
+    step = float(np.median(plain)) / EVERY
     one_update = float(np.median(durations[1:] or durations))
     return {"step_s": step, "update_s": one_update, "updates": len(durations),
-            "window_plain_s": window_plain, "window_updates_s": window_updates,
-            "update_over_step": one_update / step, "epoch_overhead": window_updates / window_plain - 1.0}
+            "window_plain_s": float(np.median(plain)), "window_updates_s": float(np.median([b for _, b in pairs])),
+            "update_over_step": one_update / step,
+            "epoch_overhead": float(np.median([b / a for a, b in pairs])) - 1.0}
 
 
 def main(argv):
     del argv
-    print(f"mask updates every {EVERY} steps; medians of {FLAGS.repeats} windows; "
+    print(f"mask updates every {EVERY} steps; medians of {FLAGS.repeats} window pairs in one fit; "
           f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPUs")
     print(f"{'net':14s} {'method':6s} {'step ms':>8s} {'update ms':>10s} {'update/step':>12s} "
           f"{'100 steps s':>12s} {'+update s':>10s} {'overhead':>9s}")

@@ -18,7 +18,7 @@ def check_scope(scope, name="scope"):
     return settings.check_choice(name, scope, PRUNING_SCOPES)
 
 
-def magnitude_masks(entries, sparsity, *, scope="global", structure="unstructured", model=None):
+def magnitude_masks(entries, sparsity, *, scope="global", structure="unstructured", model=None, masks=None):
     """The masks that prune the smallest-|w| kept weights of `entries` until exactly
     round(sparsity * N) of the N masked weights are pruned (N over all of them with
     `scope="global"`, per tensor with `"layerwise"`). Masks only shrink: a tensor (or
@@ -29,11 +29,12 @@ def magnitude_masks(entries, sparsity, *, scope="global", structure="unstructure
     find its output layer) the kept weights' |w| score the groups: N:M keeps the N
     largest of every M (whatever `sparsity`: the caller checks it is 1 - N/M), blocks
     and channels prune whole groups until about `sparsity` (whole groups; channels
-    counts the weights of Dense, Conv and Embedding layers)."""
+    counts the weights of Dense, Conv and Embedding layers). `masks`: the entries'
+    current masks as boolean arrays, if the caller holds them (not read again)."""
     shape = structure_lib.parse(structure)
     if shape.structured:
-        return _structured(entries, sparsity, scope, shape, model)
-    masks = [transform.mask_bits(e) for e in entries]
+        return _structured(entries, sparsity, scope, shape, model, masks)
+    masks = list(masks) if masks is not None else [transform.mask_bits(e) for e in entries]
     groups = [range(len(entries))] if scope == "global" else [[i] for i in range(len(entries))]
     new = list(masks)
     for group in groups:
@@ -52,8 +53,9 @@ def magnitude_masks(entries, sparsity, *, scope="global", structure="unstructure
     return new
 
 
-def _structured(entries, sparsity, scope, shape, model):
-    masks = {e.key: transform.mask_bits(e) for e in entries}
+def _structured(entries, sparsity, scope, shape, model, masks):
+    masks = dict(zip((e.key for e in entries), masks)) if masks is not None else \
+        {e.key: transform.mask_bits(e) for e in entries}
     counted = structure_lib.unit_entries(entries) if shape.kind == "channels" else entries
     total = sum(masks[e.key].size for e in counted)
     keep = max(total - int(round(sparsity * total)), 1)

@@ -175,4 +175,4 @@ class GradualPruning(MaskUpdater):
 
     def new_masks(self, step, masks):
         return magnitude.magnitude_masks(self.entries, self.target(step), scope=self.scope,
-                                         structure=self.structure, model=self.model)
+                                         structure=self.structure, model=self.model, masks=masks)
