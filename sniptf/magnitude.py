@@ -56,7 +56,7 @@ def magnitude_masks(entries, sparsity, *, scope="global", structure="unstructure
 def _structured(entries, sparsity, scope, shape, model, masks):
     masks = dict(zip((e.key for e in entries), masks)) if masks is not None else \
         {e.key: transform.mask_bits(e) for e in entries}
-    counted = structure_lib.unit_entries(entries) if shape.kind == "channels" else entries
+    counted = shape.counted(entries)
     total = sum(masks[e.key].size for e in counted)
     keep = max(total - int(round(sparsity * total)), 1)
     if shape.kind != "nm" and keep >= sum(int(np.count_nonzero(masks[e.key])) for e in counted):

@@ -118,7 +118,7 @@ def prune(model, dataset, kappa=0.05, *, criterion="snip", scope="global",
     for e in entries:  # score at c = 1, also when re-pruning a pruned model
         e.mask.assign(np.ones(e.mask.shape, e.mask.dtype))
     keys = [e.key for e in entries]
-    counted = structure_lib.unit_entries(entries) if shape.kind == "channels" else entries
+    counted = shape.counted(entries)
     total = sum(int(np.prod(e.mask.shape)) for e in counted)
     kept = selection.count_for(kappa, total)  # κ as a count, once
     # one round (SNIP, ...), or an exponential schedule of rounds, each scored at the

@@ -122,6 +122,18 @@ class Structure:
             out[e.key] = np.repeat(chosen, k, axis=0)[:rows].reshape(e.mask.shape)
         return out
 
+    def counted(self, entries):
+        """The entries whose weights `kappa` counts: all of them, or for `"channels"` those
+        of Dense, Conv and Embedding layers (none: a ValueError)."""
+        if self.kind != "channels":
+            return entries
+        units = unit_entries(entries)
+        if not units:
+            raise ValueError("structure='channels' removes output units of Dense, Conv and Embedding "
+                             "layers; this model has none to prune. Use 'unstructured', 'N:M' or "
+                             "'blocks:K'. Received: structure='channels'")
+        return units
+
     def check_model(self, model):
         """`"channels"` finds the output layer in the layer graph: a subclassed model is refused."""
         if self.kind == "channels" and not _keras_compat.has_layer_graph(model):
@@ -131,7 +143,7 @@ class Structure:
                              f"Received: structure='channels' with a subclassed model")
 
     def _channels(self, entries, get, count, scope, seed, min_kept, model):
-        units = unit_entries(entries)
+        units = self.counted(entries)
         fixed = output_layers(model) if model is not None else set()
         out = {e.key: np.ones(e.mask.shape, bool) for e in entries}  # other weights stay dense
         layers = {}
@@ -147,10 +159,6 @@ class Structure:
                     score = score + np.ravel(get[e.key]()) / (matrix.shape[0] if CHANNEL_SCORE == "mean" else 1)
             per_unit = sum(int(np.prod(e.mask.shape)) for e in group) // matrix.shape[1]
             scored.append((key, score.astype(np.float64), per_unit))
-        if not scored:
-            raise ValueError("structure='channels' removes output units of Dense, Conv and Embedding "
-                             "layers; this model has none to prune. Use 'unstructured', 'N:M' or "
-                             "'blocks:K'. Received: structure='channels'")
         keep = _choose_units(scored, count, scope, min_kept, fixed)
         for key, chosen in keep.items():
             for e in layers[key]:

@@ -297,3 +297,11 @@ def test_a_subclassed_model_keeps_n_m_through_keras_files_and_refuses_channels(t
     assert sniptf.sparsity(loaded).structure == "2:4" and sniptf.sparsity(loaded).broken == ()
     with pytest.raises(ValueError, match=r"subclassed.*structure='channels'"):
         sniptf.prune(StructNet(), (x, y), kappa=0.5, structure="channels")
+
+
+def test_channels_on_a_model_without_unit_layers_says_so():
+    x = keras.Input((6, 3))
+    model = keras.Model(x, L.LSTM(4)(x))
+    with pytest.raises(ValueError, match=r"Dense, Conv and Embedding.*structure='channels'"):
+        sniptf.prune(model, (np.zeros((2, 6, 3), np.float32), np.zeros(2, "int64")), kappa=0.5,
+                     structure="channels")
