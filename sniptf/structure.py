@@ -311,7 +311,9 @@ def _choose_units(scored, count, scope, min_kept, fixed):
 # checks ---------------------------------------------------------------------------
 
 def pattern_holds(structure, entry, mask):
-    """Whether `mask` (an entry's, boolean) has `structure`'s pattern exactly."""
+    """Whether `mask` (an entry's, boolean) has `structure`'s pattern: N:M at most N kept in
+    every group of M (`prune` keeps exactly N; a sparser mask made N:M by GMP may keep
+    fewer, which N:M kernels take too), blocks and channels kept or removed whole."""
     structure = parse(structure)
     if structure.kind == UNSTRUCTURED:
         return True
@@ -319,8 +321,8 @@ def pattern_holds(structure, entry, mask):
     if structure.kind == "nm":
         rows = matrix.shape[0]
         sizes = np.minimum(structure.m, rows - np.arange(0, rows, structure.m))
-        kept = _groups(matrix, structure.m, False).sum(axis=1)
-        return bool(np.all(kept == np.minimum(structure.n, sizes)[:, None]))
+        kept = _groups(matrix, structure.m, False).sum(axis=1)  # at most N a group: what N:M kernels take
+        return bool(np.all(kept <= np.minimum(structure.n, sizes)[:, None]))
     if structure.kind == "blocks":
         grouped = _groups(matrix, structure.m, False)
         rows = matrix.shape[0]
