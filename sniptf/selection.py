@@ -368,17 +368,26 @@ def magnitude_keys(values, candidates, *, smallest=False):
     return keys
 
 
+def _all_or_none(flat, k):
+    """The answer when `k` asks for every nonzero entry of `flat` or for none (else None),
+    and the count of nonzero entries."""
+    count = int(np.count_nonzero(flat))
+    if k >= count:
+        return np.flatnonzero(flat), count
+    if k <= 0:
+        return np.zeros(0, np.intp), count
+    return None, count
+
+
 def flat_top_k(keys, k):
     """Flat indices of the `k` largest nonzero `keys` (uint32, 0: never chosen); ties at
     the k-th value go to the lowest indices. Exact, in a few passes over the keys: a
     strided sample brackets the k-th value, counts confirm the bracket (else it widens),
     and only the keys inside it are partitioned."""
     keys = np.ravel(keys)
-    nonzero = int(np.count_nonzero(keys))
-    if k >= nonzero:
-        return np.flatnonzero(keys)
-    if k <= 0:
-        return np.zeros(0, np.intp)
+    trivial, _ = _all_or_none(keys, k)
+    if trivial is not None:
+        return trivial
     sample = np.sort(keys[::max(1, keys.size // 65536)])
     position = (1.0 - k / keys.size) * (sample.size - 1)  # of the k-th largest, in the sample
     margin = 4.0 * math.sqrt(sample.size) + 8
@@ -404,11 +413,9 @@ def random_flat_indices(candidates, k, rng):
     machine). Most entries candidates: sequential draws over the array, rejected off the
     candidates or repeated (no index array of the candidates)."""
     flat = np.ravel(candidates)
-    count = int(np.count_nonzero(flat))
-    if k >= count:
-        return np.flatnonzero(flat)
-    if k <= 0:
-        return np.zeros(0, np.intp)
+    trivial, count = _all_or_none(flat, k)
+    if trivial is not None:
+        return trivial
     if 4 * count < flat.size:
         idx = np.flatnonzero(flat)
         return idx[rng.choice(count, size=k, replace=False)]
